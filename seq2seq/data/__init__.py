@@ -1,0 +1,1 @@
+"""Corpus reading, SentencePiece tokenization and token-based batching."""

@@ -1,0 +1,215 @@
+"""Beam search: keep the ``K`` most likely partial translations of every sentence.
+
+All sentences of a batch are searched at once: the decoder runs on ``B * K``
+rows (row ``j * K + k`` is beam ``k`` of sentence ``j``), and each step picks the
+best continuations of a sentence with one ``topk`` over its ``K * V`` candidates.
+
+Scoring
+    The log-probability of a hypothesis is the sum of its token log-probabilities
+    (log-softmax computed in float32), the final EOS included. Finished
+    hypotheses are ranked by
+
+        score = log_prob / length_penalty(length, alpha),   length = len(tokens) + 1
+
+    i.e. the length counts the EOS token; ``alpha = 0`` ranks by raw log-prob.
+
+Finishing
+    Each step takes the ``2K`` best candidates of a sentence. EOS candidates among
+    the first ``K`` become finished hypotheses; the first ``K`` candidates that
+    are not EOS are the live beams of the next step (so the beam never shrinks).
+    At a sentence's length limit only EOS is allowed, so every beam finishes.
+
+Stopping
+    A sentence is done when it reaches its length limit, or when it holds
+    ``nbest`` finished hypotheses and no live beam can beat the worst of them:
+    a live beam's log-prob ``lp <= 0`` can only fall, so the best score it can
+    still reach is ``lp / max(penalty)`` over the lengths it can still end at
+    (one more than its current length up to the limit; for ``alpha >= 0`` the
+    largest penalty is the one at the limit). Ties count as "cannot beat".
+    Done sentences leave the batch through ``reorder_state``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from seq2seq.decoding.common import Hypothesis, length_penalty, max_output_lengths
+from seq2seq.models.base import EncoderDecoder
+from seq2seq.special import BOS_ID, EOS_ID
+
+
+def block_repeated_ngrams(log_probs: torch.Tensor, tokens: torch.Tensor, n: int) -> torch.Tensor:
+    """Forbid tokens that would complete an n-gram already present in a row.
+
+    Args:
+        log_probs: (R, V) next-token log-probabilities.
+        tokens: (R, t) tokens generated so far (without BOS).
+        n: n-gram size (> 0).
+    Returns:
+        (R, V) log-probabilities with the forbidden entries set to -inf.
+    """
+    num_rows, t = tokens.shape
+    if t < n:  # no complete n-gram yet, nothing can repeat
+        return log_probs
+    windows = tokens.unfold(1, n, 1)  # (R, t - n + 1, n) every n-gram so far
+    last = tokens[:, t - n + 1 :]  # (R, n - 1) the prefix the next token extends
+    match = (windows[:, :, :-1] == last[:, None, :]).all(dim=-1)  # (R, t - n + 1)
+    vocab_size = log_probs.size(-1)
+    # Non-matching n-grams point at a spare column so every write is True.
+    banned_ids = torch.where(match, windows[:, :, -1], vocab_size)  # (R, t - n + 1)
+    banned = torch.zeros(num_rows, vocab_size + 1, dtype=torch.bool, device=log_probs.device)
+    banned.scatter_(1, banned_ids, True)  # (R, V + 1)
+    return log_probs.masked_fill(banned[:, :vocab_size], -math.inf)
+
+
+def force_eos(log_probs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Leave only EOS possible in the selected rows.
+
+    Args:
+        log_probs: (R, V); rows: (R,) bool, the rows that must end now.
+    Returns:
+        (R, V) log-probabilities, -inf everywhere but EOS in the selected rows.
+    """
+    eos_only = torch.full_like(log_probs, -math.inf)
+    eos_only[:, EOS_ID] = log_probs[:, EOS_ID]
+    return torch.where(rows[:, None], eos_only, log_probs)
+
+
+def top_candidates(scores: torch.Tensor, log_probs: torch.Tensor, num: int):
+    """The ``num`` best one-token extensions of every sentence's beams.
+
+    Args:
+        scores: (b, K) log-probs of the live beams (-inf for dead beams).
+        log_probs: (b * K, V) next-token log-probabilities of each beam.
+        num: how many candidates to keep per sentence.
+    Returns:
+        cand_scores, cand_beams, cand_tokens: (b, num) each, best first; the
+        total log-prob, the beam (0..K-1) extended and the token appended.
+    """
+    b, k = scores.shape
+    vocab_size = log_probs.size(-1)
+    total = scores.reshape(b * k, 1) + log_probs  # (b * K, V)
+    total = total.view(b, k * vocab_size)  # (b, K * V)
+    cand_scores, flat = total.topk(min(num, k * vocab_size), dim=-1)  # (b, num)
+    return cand_scores, flat // vocab_size, flat % vocab_size
+
+
+def first_non_eos(cand_scores, cand_beams, cand_tokens, k: int):
+    """The ``k`` best candidates that do not end in EOS: the next live beams.
+
+    Args:
+        cand_*: (b, 2K) candidates, best first.
+    Returns:
+        scores, beams, tokens: (b, K) each.
+    """
+    is_eos = (cand_tokens == EOS_ID).to(torch.uint8)  # (b, 2K)
+    order = is_eos.sort(dim=-1, stable=True).indices[:, :k]  # (b, K) non-EOS first, rank kept
+    scores = cand_scores.gather(1, order)
+    tokens = cand_tokens.gather(1, order)
+    scores = scores.masked_fill(tokens == EOS_ID, -math.inf)  # only if fewer than K were non-EOS
+    return scores, cand_beams.gather(1, order), tokens
+
+
+def collect_finished(cands, tokens, alive, k: int, nbest: int, alpha: float, finished) -> set[int]:
+    """Move the EOS candidates among each sentence's top ``K`` into ``finished``.
+
+    Args:
+        cands: (cand_scores, cand_beams, cand_tokens), each (b, 2K), best first.
+        tokens: (b * K, t) tokens of the beams before this step.
+        alive: (b,) original sentence index of each row of ``cands``.
+        finished: per original sentence, hypotheses best first; at most
+            ``nbest`` are kept.
+    Returns:
+        the original indices of the sentences that received a hypothesis.
+    """
+    cand_scores, cand_beams, cand_tokens = (c[:, :k] for c in cands)  # (b, K) each
+    is_final = (cand_tokens == EOS_ID) & torch.isfinite(cand_scores)  # (b, K)
+    if not bool(is_final.any()):
+        return set()
+    sent_idx, cand_idx = is_final.nonzero(as_tuple=True)  # (E,), (E,)
+    rows = sent_idx * k + cand_beams[sent_idx, cand_idx]  # (E,)
+    sentences = alive[sent_idx.cpu()].tolist()
+    seqs = tokens[rows].tolist()
+    log_probs = cand_scores[sent_idx, cand_idx].tolist()
+    for sent, seq, lp in zip(sentences, seqs, log_probs, strict=True):
+        hyps = finished[sent]
+        hyps.append(Hypothesis(seq, lp / length_penalty(len(seq) + 1, alpha), lp))
+        hyps.sort(key=lambda h: -h.score)  # stable: on a tie the earlier one stays first
+        del hyps[nbest:]
+    return set(sentences)
+
+
+@torch.no_grad()
+def beam_search(
+    model: EncoderDecoder,
+    src: torch.Tensor,
+    src_lengths: torch.Tensor,
+    beam_size: int = 5,
+    nbest: int = 1,
+    alpha: float = 0.6,
+    max_len_a: float = 1.5,
+    max_len_b: int = 10,
+    no_repeat_ngram_size: int = 0,
+) -> list[list[Hypothesis]]:
+    """Decode a batch with beam search (scoring and stopping rules: module docstring).
+
+    Args:
+        model: any ``EncoderDecoder``.
+        src: (B, S) source ids; src_lengths: (B,).
+        beam_size: K, live hypotheses per sentence.
+        nbest: hypotheses returned per sentence (1 <= nbest <= K).
+        alpha: GNMT length-penalty exponent; 0 ranks by plain log-prob.
+        max_len_a, max_len_b: at most ``ceil(a * src_len + b)`` tokens, EOS counted.
+        no_repeat_ngram_size: if n > 0, no hypothesis repeats an n-gram.
+    Returns:
+        for each sentence, up to ``nbest`` hypotheses, best score first (fewer
+        only when fewer distinct finite-probability hypotheses exist).
+    """
+    if not 1 <= nbest <= beam_size:
+        raise ValueError(f"need 1 <= nbest <= beam_size, got nbest={nbest}, beam_size={beam_size}")
+    device, batch_size, k = src.device, src.size(0), beam_size
+    limits = max_output_lengths(src_lengths, max_len_a, max_len_b, model.max_positions).cpu()  # (B,)
+    max_penalty = length_penalty(limits, alpha)  # (B,) float64, penalty at the length limit
+
+    state = model.init_state(model.encode(src, src_lengths))
+    state = model.reorder_state(state, torch.arange(batch_size, device=device).repeat_interleave(k))
+    alive = torch.arange(batch_size)  # (b,) original sentence of each live sentence (CPU)
+    scores = torch.full((batch_size, k), -math.inf, device=device)  # (b, K)
+    scores[:, 0] = 0.0  # only the first beam is live at the start: no duplicate hypotheses
+    tokens = torch.empty(batch_size * k, 0, dtype=torch.long, device=device)  # (b * K, t)
+    prev = torch.full((batch_size * k,), BOS_ID, dtype=torch.long, device=device)  # (b * K,)
+    finished: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
+    threshold = torch.full((batch_size,), -math.inf, dtype=torch.float64)  # (B,) nbest-th score
+
+    for t in range(int(limits.max())):
+        logits, state = model.step(prev, state)  # (b * K, V)
+        log_probs = torch.log_softmax(logits.float(), dim=-1)  # (b * K, V)
+        if no_repeat_ngram_size > 0:
+            log_probs = block_repeated_ngrams(log_probs, tokens, no_repeat_ngram_size)
+        at_limit = (t + 1) >= limits[alive]  # (b,) this token must be EOS
+        if at_limit.any():
+            log_probs = force_eos(log_probs, at_limit.to(device).repeat_interleave(k))
+
+        cands = top_candidates(scores, log_probs, 2 * k)  # 3 x (b, 2K)
+        new_events = collect_finished(cands, tokens, alive, k, nbest, alpha, finished)
+        for sent in new_events:
+            if len(finished[sent]) == nbest:
+                threshold[sent] = finished[sent][-1].score
+        scores, beams, next_tokens = first_non_eos(*cands, k)  # (b, K) each
+
+        # Best score any live beam can still reach (see the module docstring).
+        penalty = max_penalty[alive].clamp(min=length_penalty(t + 2, alpha))  # (b,) largest reachable
+        bound = scores.max(dim=-1).values.cpu().double() / penalty  # (b,)
+        done = at_limit | (bound <= threshold[alive])  # (b,)
+        keep = (~done).nonzero().squeeze(1)  # (b',) CPU
+        if keep.numel() == 0:
+            break
+        keep_dev = keep.to(device)
+        rows = (keep_dev[:, None] * k + beams[keep_dev]).view(-1)  # (b' * K,) rows to extend
+        state = model.reorder_state(state, rows)
+        prev = next_tokens[keep_dev].view(-1)  # (b' * K,)
+        tokens = torch.cat([tokens[rows], prev[:, None]], dim=1)  # (b' * K, t + 1)
+        scores, alive = scores[keep_dev], alive[keep]
+    return finished

@@ -1,0 +1,51 @@
+"""What every decoding strategy shares: hypotheses and output-length limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Hypothesis:
+    """One output sentence.
+
+    ``tokens`` holds target ids without BOS and EOS; ``score`` is the value the
+    search ranked by (for beam search the length-normalised log-probability),
+    and ``log_prob`` is the plain sum of token log-probabilities.
+    """
+
+    tokens: list[int]
+    score: float
+    log_prob: float
+
+
+def max_output_lengths(src_lengths: torch.Tensor, a: float, b: int, cap: int | None) -> torch.Tensor:
+    """Largest number of target tokens (EOS included) allowed for each sentence.
+
+    Args:
+        src_lengths: (B,) source lengths.
+        a, b: the limit is ``ceil(a * src_len + b)`` ...
+        cap: ... and never more than ``cap`` (the model's longest sequence).
+    Returns:
+        (B,) long tensor, at least 1.
+    """
+    limits = torch.ceil(src_lengths.double() * a + b).long()
+    if cap is not None:
+        limits = limits.clamp(max=cap)
+    return limits.clamp(min=1)
+
+
+def length_penalty(length: torch.Tensor | int, alpha: float):
+    """GNMT length penalty ((5 + length) / 6) ** alpha (Wu et al., 2016)."""
+    if isinstance(length, torch.Tensor):
+        return ((5.0 + length.double()) / 6.0) ** alpha
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def as_list(tokens: torch.Tensor) -> list[int]:
+    return [int(t) for t in tokens.tolist()]
+
+
+__all__ = ["Hypothesis", "as_list", "length_penalty", "max_output_lengths"]

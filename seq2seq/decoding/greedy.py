@@ -1,0 +1,60 @@
+"""Greedy decoding: take the most likely token at every step."""
+
+from __future__ import annotations
+
+import torch
+
+from seq2seq.decoding.common import Hypothesis, max_output_lengths
+from seq2seq.models.base import EncoderDecoder
+from seq2seq.special import BOS_ID, EOS_ID
+
+
+@torch.no_grad()
+def greedy_search(
+    model: EncoderDecoder,
+    src: torch.Tensor,
+    src_lengths: torch.Tensor,
+    max_len_a: float = 1.5,
+    max_len_b: int = 10,
+) -> list[list[Hypothesis]]:
+    """Decode a batch greedily.
+
+    Finished sentences leave the batch (``reorder_state`` shrinks the state),
+    so the cost of a step follows the number of sentences still running.
+
+    Args:
+        model: any ``EncoderDecoder``.
+        src: (B, S) source ids; src_lengths: (B,).
+        max_len_a, max_len_b: a sentence stops after ``ceil(a * src_len + b)``
+            tokens (EOS counted) if it has not produced EOS by then.
+    Returns:
+        for each sentence, a list holding its one ``Hypothesis``.
+    """
+    batch_size = src.size(0)
+    limits = max_output_lengths(src_lengths, max_len_a, max_len_b, model.max_positions).to(src.device)
+    state = model.init_state(model.encode(src, src_lengths))
+    alive = torch.arange(batch_size, device=src.device)  # (b,) original row of each live row
+    prev = torch.full((batch_size,), BOS_ID, dtype=torch.long, device=src.device)
+    outputs: list[list[int]] = [[] for _ in range(batch_size)]
+    log_probs = torch.zeros(batch_size, dtype=torch.float64)
+
+    for t in range(int(limits.max())):
+        logits, state = model.step(prev, state)  # (b, V)
+        step_lp = torch.log_softmax(logits.float(), dim=-1)
+        best_lp, best = step_lp.max(dim=-1)  # (b,), (b,)
+        last = (t + 1) >= limits.index_select(0, alive)
+        best = torch.where(last, torch.full_like(best, EOS_ID), best)
+        best_lp = torch.where(last, step_lp[:, EOS_ID], best_lp)
+        rows = alive.tolist()
+        for i, (token, lp) in enumerate(zip(best.tolist(), best_lp.tolist(), strict=True)):
+            log_probs[rows[i]] += lp
+            if token != EOS_ID:
+                outputs[rows[i]].append(token)
+        keep = (best != EOS_ID).nonzero().squeeze(1)  # (b',)
+        if keep.numel() == 0:
+            break
+        if keep.numel() < alive.numel():
+            state = model.reorder_state(state, keep)
+            alive, best = alive[keep], best[keep]
+        prev = best
+    return [[Hypothesis(outputs[i], float(log_probs[i]), float(log_probs[i]))] for i in range(batch_size)]

@@ -1,0 +1,73 @@
+"""Translate lists of sentences with any model: sort, batch, decode, restore order."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import torch
+
+from seq2seq.data.batching import collate, token_batches
+from seq2seq.data.tokenizer import Tokenizer
+from seq2seq.decoding import Hypothesis, search
+from seq2seq.special import EOS_ID
+
+log = logging.getLogger(__name__)
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context for a precision name (fp32: none)."""
+    if precision in ("bf16", "fp16"):
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast(device.type, dtype=dtype)
+    return contextlib.nullcontext()
+
+
+class Translator:
+    """Turns sentences into hypotheses with a model, a tokenizer and a decoding config.
+
+    Sentences are sorted by length and grouped into batches of at most
+    ``decoding.max_tokens`` source tokens, so little work goes into padding;
+    results come back in input order. Empty sentences give empty outputs.
+    """
+
+    def __init__(self, model, tokenizer: Tokenizer, decoding, device, precision: str = "fp32"):
+        self.model, self.tokenizer, self.cfg = model, tokenizer, decoding
+        self.device, self.precision = torch.device(device), precision
+        self.generator = None
+        self.truncated = 0
+
+    def encode(self, sentences: list[str]) -> list[list[int]]:
+        """Source ids, cut to the model's longest input (a warning says how many were cut)."""
+        ids = self.tokenizer.encode_src(sentences)
+        limit = self.model.max_positions
+        if limit is not None:
+            for i, row in enumerate(ids):
+                if len(row) > limit:
+                    ids[i] = row[: limit - 1] + [EOS_ID]
+                    self.truncated += 1
+                    log.warning(
+                        "input %d has %d pieces; cut to the model's limit of %d", i + 1, len(row), limit
+                    )
+        return ids
+
+    @torch.no_grad()
+    def hypotheses(self, sentences: list[str]) -> list[list[Hypothesis]]:
+        """Decode every sentence; returns its hypotheses, best first, in input order."""
+        out: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0)] for _ in sentences]
+        todo = [i for i, s in enumerate(sentences) if s.strip()]
+        if not todo:
+            return out
+        ids = self.encode([sentences[i] for i in todo])
+        lengths = [len(r) for r in ids]
+        for batch_rows in token_batches(lengths, [0] * len(ids), self.cfg.max_tokens):
+            batch = collate([ids[r] for r in batch_rows], None, batch_rows).to(self.device)
+            with autocast(self.device, self.precision):
+                results = search(self.model, batch.src, batch.src_lengths, self.cfg, self.generator)
+            for r, hyps in zip(batch_rows, results):
+                out[todo[r]] = hyps
+        return out
+
+    def __call__(self, sentences: list[str]) -> list[str]:
+        """Best translation of each sentence, detokenised."""
+        return [self.tokenizer.decode_tgt(h[0].tokens) for h in self.hypotheses(sentences)]
