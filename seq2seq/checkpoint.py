@@ -43,6 +43,8 @@ def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such checkpoint; pass checkpoint=RUN_DIR/checkpoints/best.pt")
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{path}: not a seq2seq checkpoint, or a truncated one")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:

@@ -64,7 +64,7 @@ class Translator:
             batch = collate([ids[r] for r in batch_rows], None, batch_rows).to(self.device)
             with autocast(self.device, self.precision):
                 results = search(self.model, batch.src, batch.src_lengths, self.cfg, self.generator)
-            for r, hyps in zip(batch_rows, results):
+            for r, hyps in zip(batch_rows, results, strict=True):
                 out[todo[r]] = hyps
         return out
 

@@ -148,7 +148,7 @@ def toy_pairs():
     sources = [[4, 5, 6], [7, 8], [9, 10, 11, 12], [6, 5]]
     targets = [[12, 11], [10, 9, 8], [7, 6, 5, 4], [4, 4]]
     src, tgt_in, tgt_out = (torch.full((4, 5), PAD_ID) for _ in range(3))
-    for row, (s, t) in enumerate(zip(sources, targets)):
+    for row, (s, t) in enumerate(zip(sources, targets, strict=False)):
         src[row, : len(s) + 1] = torch.tensor(s + [EOS_ID])
         tgt_in[row, : len(t) + 1] = torch.tensor([BOS_ID] + t)
         tgt_out[row, : len(t) + 1] = torch.tensor(t + [EOS_ID])

@@ -187,7 +187,9 @@ class RecurrentEncoderDecoder(EncoderDecoder):
 
     def init_state(self, memory: State) -> State:
         """Decoder state before the first target token (keys see the class docstring)."""
-        hidden = [bridge(final) for bridge, final in zip(self.bridges, memory["finals"])]  # [(B, L_dec, H)]
+        hidden = [
+            bridge(final) for bridge, final in zip(self.bridges, memory["finals"], strict=True)
+        ]  # [(B, L_dec, H)]
         batch, src_len, hidden_size = memory["memory"].shape
         state = {
             "hidden": hidden[0],

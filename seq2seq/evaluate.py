@@ -1,0 +1,77 @@
+"""``python -m seq2seq.evaluate checkpoint=PATH``: sacreBLEU scores of a checkpoint.
+
+Translates the test split the model was trained with (or ``src=FILE
+ref=FILE``), prints BLEU and chrF with their signatures, and writes the
+hypotheses and a metrics JSON next to the checkpoint (or into ``output=DIR``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from sacrebleu.metrics import BLEU, CHRF
+
+from seq2seq.cli import make_translator, run
+from seq2seq.data.corpus import read_lines
+from seq2seq.errors import UserError
+
+log = logging.getLogger("seq2seq.evaluate")
+
+
+def score(hypotheses: list[str], references: list[str]) -> dict:
+    """sacreBLEU BLEU and chrF of detokenised, cased text, with signatures."""
+    bleu, chrf = BLEU(), CHRF()
+    b, c = bleu.corpus_score(hypotheses, [references]), chrf.corpus_score(hypotheses, [references])
+    return {
+        "bleu": round(b.score, 2),
+        "bleu_signature": str(bleu.get_signature()),
+        "bleu_detail": str(b),
+        "chrf": round(c.score, 2),
+        "chrf_signature": str(chrf.get_signature()),
+    }
+
+
+def evaluate(cfg) -> dict:
+    translator, train_cfg = make_translator(cfg)
+    if (cfg.src is None) != (cfg.ref is None):
+        raise UserError("give both src=FILE and ref=FILE, or neither to use the test split")
+    src_path = cfg.src or train_cfg["data"]["test"]["src"]
+    ref_path = cfg.ref or train_cfg["data"]["test"]["tgt"]
+    sources, references = read_lines(src_path), read_lines(ref_path)
+    if len(sources) != len(references):
+        raise UserError(f"{src_path} has {len(sources)} lines but {ref_path} has {len(references)}")
+    start = time.time()
+    hypotheses = translator(sources)
+    seconds = time.time() - start
+    metrics = score(hypotheses, references)
+    metrics.update(
+        checkpoint=str(cfg.checkpoint),
+        src=str(src_path),
+        ref=str(ref_path),
+        sentences=len(sources),
+        decoding=dict(cfg.decoding),
+        seconds=round(seconds, 1),
+    )
+    out_dir = Path(cfg.output) if cfg.output else Path(cfg.checkpoint).parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{Path(cfg.checkpoint).stem}.{Path(src_path).name.removesuffix('.gz')}"
+    (out_dir / f"{stem}.hyp").write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+    (out_dir / f"{stem}.metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"BLEU = {metrics['bleu']:.2f}  {metrics['bleu_signature']}")
+    print(f"chrF = {metrics['chrf']:.2f}  {metrics['chrf_signature']}")
+    print(metrics["bleu_detail"])
+    log.info(
+        "%d sentences in %.1f s; hypotheses and metrics in %s/%s.*", len(sources), seconds, out_dir, stem
+    )
+    return metrics
+
+
+def main() -> None:
+    run("evaluate", evaluate)
+
+
+if __name__ == "__main__":
+    main()

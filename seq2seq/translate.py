@@ -1,0 +1,102 @@
+"""``python -m seq2seq.translate checkpoint=PATH``: translate stdin or a file.
+
+Writes exactly one line per input line, in order. From stdin, every line is
+answered as soon as it arrives (lines that arrive together are translated as
+one batch), so the command works both interactively and in a pipe.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from seq2seq.cli import make_translator, run
+from seq2seq.errors import UserError
+from seq2seq.plots import attention_figures
+
+log = logging.getLogger("seq2seq.translate")
+
+
+def stdin_chunks():
+    """Yield lists of the complete lines that have arrived on stdin, as they arrive."""
+    fd, pending = sys.stdin.fileno(), b""
+    while True:
+        data = os.read(fd, 1 << 16)
+        if not data:
+            break
+        pending += data
+        *lines, pending = pending.split(b"\n")
+        if lines:
+            yield lines
+    if pending:
+        yield [pending]
+
+
+def file_chunks(path: str, size: int = 2000):
+    try:
+        lines = Path(path).read_bytes().split(b"\n")
+    except OSError as e:
+        raise UserError(f"{path}: cannot be read ({e.strerror})") from None
+    if lines and lines[-1] == b"":
+        lines.pop()
+    for i in range(0, len(lines), size):
+        yield lines[i : i + size]
+
+
+def translate(cfg) -> None:
+    translator, _ = make_translator(cfg)
+    chunks = file_chunks(cfg.input) if cfg.input else stdin_chunks()
+    out = open(cfg.output, "w", encoding="utf-8") if cfg.output else sys.stdout
+    nbest = open(cfg.nbest_output, "w", encoding="utf-8") if cfg.nbest_output else None
+    attention_dir = Path(cfg.attention_dir) if cfg.attention_dir else None
+    if attention_dir:
+        attention_dir.mkdir(parents=True, exist_ok=True)
+    line_no = 0
+    try:
+        for chunk in chunks:
+            # Invalid bytes become U+FFFD; control characters other than TAB become spaces.
+            texts = [b.decode("utf-8", errors="replace") for b in chunk]
+            texts = ["".join(c if c >= " " or c == "\t" else " " for c in t).strip() for t in texts]
+            results = translator.hypotheses(texts)
+            for i, hyps in enumerate(results):
+                out.write(translator.tokenizer.decode_tgt(hyps[0].tokens) + "\n")
+                if nbest:
+                    for h in hyps:
+                        text = translator.tokenizer.decode_tgt(h.tokens)
+                        nbest.write(f"{line_no + i + 1}\t{h.score:.4f}\t{text}\n")
+            out.flush()
+            if attention_dir:
+                save_heatmaps(translator, texts, results, attention_dir, line_no)
+            line_no += len(chunk)
+    except BrokenPipeError:
+        sys.stderr.close()
+    finally:
+        if out is not sys.stdout:
+            out.close()
+        if nbest:
+            nbest.close()
+
+
+def save_heatmaps(translator, texts, results, attention_dir: Path, first_line: int) -> None:
+    """Save ``<line>.png`` for every non-empty input line."""
+    rows = [i for i, t in enumerate(texts) if t]
+    if not rows:
+        return
+    src_ids = translator.encode([texts[i] for i in rows])
+    out_ids = [results[i][0].tokens for i in rows]
+    figures = attention_figures(translator.model, translator.tokenizer, src_ids, out_ids, translator.device)
+    for i, fig in zip(rows, figures, strict=True):
+        fig.savefig(attention_dir / f"{first_line + i + 1}.png", dpi=100)
+        plt.close(fig)
+
+
+def main() -> None:
+    run("translate", translate)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Shared fixtures: a tiny slice of the embedded corpus and a command-line runner."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "data" / "multi30k"
+
+
+def head(path: Path, n: int) -> list[str]:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [next(f) for _ in range(n)]
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> dict[str, Path]:
+    """300 training pairs (gzip), 12 validation and 10 test pairs (plain text)."""
+    out = tmp_path_factory.mktemp("corpus")
+    files = {}
+    for split, source, n, gz in (
+        ("train", "train", 300, True),
+        ("valid", "val", 12, False),
+        ("test", "test_2016_flickr", 10, False),
+    ):
+        for lang in ("de", "en"):
+            lines = head(CORPUS / f"{source}.{lang}.gz", n)
+            path = out / (f"{split}.{lang}" + (".gz" if gz else ""))
+            if gz:
+                with gzip.open(path, "wt", encoding="utf-8") as f:
+                    f.writelines(lines)
+            else:
+                path.write_text("".join(lines), encoding="utf-8")
+            files[f"{split}.{lang}"] = path
+    files["cache"] = out / "tokenizer-cache"
+    return files
+
+
+def tiny_overrides(corpus: dict[str, Path], model: str = "transformer") -> list[str]:
+    """Overrides for a seconds-long training run of ``model`` on the tiny corpus."""
+    sizes = {
+        "transformer": [
+            "model.d_model=32",
+            "model.ffn_dim=64",
+            "model.encoder_layers=1",
+            "model.decoder_layers=1",
+        ],
+        "gru_bahdanau": ["model.emb_size=32", "model.hidden_size=32"],
+        "lstm_luong": ["model.emb_size=32", "model.hidden_size=32"],
+    }[model]
+    return [
+        f"+model={model}",
+        *sizes,
+        f"data.train.src={corpus['train.de']}",
+        f"data.train.tgt={corpus['train.en']}",
+        f"data.valid.src={corpus['valid.de']}",
+        f"data.valid.tgt={corpus['valid.en']}",
+        f"data.test.src={corpus['test.de']}",
+        f"data.test.tgt={corpus['test.en']}",
+        "data.tokenizer.vocab_size=500",
+        f"data.tokenizer.cache_dir={corpus['cache']}",
+        "trainer.max_steps=4",
+        "trainer.eval_every=2",
+        "trainer.log_every=1",
+        "trainer.max_tokens=600",
+        "trainer.num_threads=1",
+        "decoding.max_len_b=5",
+        "decoding.max_len_a=0.5",
+    ]
+
+
+def run_cli(module: str, *args: str, cwd: Path, stdin: str | None = None, check: bool = True):
+    """Run ``python -m seq2seq.<module> args`` and return the completed process."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", f"seq2seq.{module}", *args],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{module} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
+    return proc

@@ -1,0 +1,137 @@
+"""End to end through the real command lines, on a tiny slice of the corpus."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from .conftest import run_cli, tiny_overrides
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_corpus, tmp_path_factory):
+    """A Transformer trained for 4 steps, then resumed to 6."""
+    work = tmp_path_factory.mktemp("work")
+    args = [*tiny_overrides(tiny_corpus), "hydra.run.dir=run"]
+    first = run_cli("train", *args, cwd=work)
+    resumed = run_cli("train", *args, "trainer.max_steps=6", cwd=work)
+    return work, first, resumed
+
+
+def test_train_writes_the_run_directory(trained):
+    work, first, _ = trained
+    run = work / "run"
+    for name in (
+        "checkpoints/best.pt",
+        "checkpoints/last.pt",
+        "tokenizer/spm.model",
+        "config.yaml",
+        "train.log",
+    ):
+        assert (run / name).is_file(), name
+    assert any((run / "tensorboard").iterdir())
+    ckpt = torch.load(run / "checkpoints/last.pt", weights_only=True)
+    assert ckpt["progress"]["step"] == 4 or ckpt["progress"]["step"] == 6
+    assert ckpt["config"]["model"]["_target_"] == "seq2seq.models.transformer.Transformer"
+    assert ckpt["tokenizer"]["files"] == {"src": "tokenizer/spm.model", "tgt": "tokenizer/spm.model"}
+    assert "validation at step 4" in first.stderr and "target tokens/s" in first.stderr
+
+
+def test_train_again_resumes_from_last(trained):
+    work, _, resumed = trained
+    assert "resuming from" in resumed.stderr and "at step 4" in resumed.stderr
+    assert "validation at step 6" in resumed.stderr
+    ckpt = torch.load(work / "run/checkpoints/last.pt", weights_only=True)
+    assert ckpt["progress"]["step"] == 6
+
+
+def test_evaluate_on_the_test_split_and_on_files(trained, tiny_corpus, tmp_path):
+    work, _, _ = trained
+    proc = run_cli("evaluate", "checkpoint=run/checkpoints/best.pt", "decoding.beam_size=2", cwd=work)
+    assert "BLEU = " in proc.stdout and "nrefs:1|case:mixed|eff:no|tok:13a" in proc.stdout
+    assert "chrF = " in proc.stdout and "chrF2" not in proc.stderr
+    metrics = json.loads((work / "run/checkpoints/best.test.de.metrics.json").read_text())
+    assert metrics["sentences"] == 10 and "bleu_signature" in metrics
+    hyps = (work / "run/checkpoints/best.test.de.hyp").read_text().split("\n")
+    assert len(hyps) == 11 and hyps[-1] == ""
+    out = tmp_path / "eval"
+    run_cli(
+        "evaluate",
+        "checkpoint=run/checkpoints/best.pt",
+        f"src={tiny_corpus['valid.de']}",
+        f"ref={tiny_corpus['valid.en']}",
+        f"output={out}",
+        cwd=work,
+    )
+    assert json.loads((out / "best.valid.de.metrics.json").read_text())["sentences"] == 12
+    assert sorted(p.name for p in work.iterdir()) == ["run"]  # no Hydra folders left behind
+
+
+def test_translate_stdin_one_line_per_line(trained):
+    work, _, _ = trained
+    text = "Zwei Hunde spielen im Schnee.\n\nEin Mann fährt Fahrrad.\n"
+    proc = run_cli("translate", "checkpoint=run/checkpoints/best.pt", cwd=work, stdin=text)
+    lines = proc.stdout.split("\n")
+    assert len(lines) == 4 and lines[1] == "" and lines[3] == ""
+    assert proc.stdout.count("\n") == 3
+    assert sorted(p.name for p in work.iterdir()) == ["run"]
+
+
+def test_translate_files_nbest_and_heatmaps(trained, tmp_path):
+    work, _, _ = trained
+    (tmp_path / "in.txt").write_text("Ein Hund.\nEine Frau liest ein Buch.\n")
+    run_cli(
+        "translate",
+        "checkpoint=run/checkpoints/best.pt",
+        f"input={tmp_path / 'in.txt'}",
+        f"output={tmp_path / 'out.txt'}",
+        "decoding.nbest=2",
+        f"nbest_output={tmp_path / 'nbest.tsv'}",
+        f"attention_dir={tmp_path / 'att'}",
+        cwd=work,
+    )
+    assert (tmp_path / "out.txt").read_text().count("\n") == 2
+    nbest = [line.split("\t") for line in (tmp_path / "nbest.tsv").read_text().splitlines()]
+    assert [row[0] for row in nbest] == ["1", "1", "2", "2"]
+    assert float(nbest[0][1]) >= float(nbest[1][1])
+    assert sorted(p.name for p in (tmp_path / "att").iterdir()) == ["1.png", "2.png"]
+
+
+@pytest.mark.parametrize("model", ["gru_bahdanau", "lstm_luong"])
+def test_recurrent_presets_end_to_end(model, tiny_corpus, tmp_path):
+    run_cli(
+        "train", *tiny_overrides(tiny_corpus, model), "hydra.run.dir=run", "trainer.max_steps=2", cwd=tmp_path
+    )
+    proc = run_cli("evaluate", "checkpoint=run/checkpoints/best.pt", cwd=tmp_path)
+    assert "BLEU = " in proc.stdout
+    out = run_cli("translate", "checkpoint=run/checkpoints/last.pt", cwd=tmp_path, stdin="Ein Hund.\n")
+    assert out.stdout.count("\n") == 1
+
+
+def test_bad_inputs_exit_with_one_line(tiny_corpus, trained, tmp_path):
+    work, _, _ = trained
+    (tmp_path / "short.en").write_text("one line\n")
+    cases = [
+        (
+            "train",
+            [*tiny_overrides(tiny_corpus), "hydra.run.dir=r1", f"data.train.src={tmp_path / 'nope.de'}"],
+            "nope.de: no such file",
+        ),
+        (
+            "train",
+            [*tiny_overrides(tiny_corpus), "hydra.run.dir=r2", f"data.train.tgt={tmp_path / 'short.en'}"],
+            "has 300 lines but",
+        ),
+        ("evaluate", ["checkpoint=missing.pt"], "missing.pt: no such checkpoint"),
+        ("evaluate", [f"checkpoint={tmp_path / 'short.en'}"], "not a seq2seq checkpoint"),
+        ("translate", ["checkpoint=run/checkpoints/best.pt", "decoding.beam_sz=3"], "beam_sz"),
+        ("translate", [], "checkpoint is required"),
+    ]
+    for module, args, message in cases:
+        proc = run_cli(module, *args, cwd=work if module != "train" else tmp_path, check=False)
+        assert proc.returncode == 2, (module, args, proc.stderr)
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and message in errors[0], proc.stderr
+        assert "Traceback" not in proc.stderr
