@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -35,6 +36,31 @@ def save_checkpoint(payload: dict, path: Path) -> None:
         raise UserError(
             f"{path}: could not save the checkpoint ({e.strerror}); the previous one is kept"
         ) from None
+
+
+def link_checkpoint(src: Path, dst: Path) -> None:
+    """Make ``dst`` name the same file as ``src`` (a hard link, or a copy where links
+    are not supported), replacing ``dst`` atomically."""
+    tmp = dst.with_name(dst.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def save_training_checkpoint(payload: dict, ckpt_dir: Path, best: bool, keep_last: int) -> None:
+    """Write ``last.pt``; link it as ``best.pt`` on a new best and as
+    ``step_<N>.pt`` when ``keep_last`` > 0, keeping only the newest ``keep_last``."""
+    last = ckpt_dir / "last.pt"
+    save_checkpoint(payload, last)
+    if best:
+        link_checkpoint(last, ckpt_dir / "best.pt")
+    if keep_last > 0:
+        link_checkpoint(last, ckpt_dir / f"step_{payload['progress']['step']:07d}.pt")
+        for old in sorted(ckpt_dir.glob("step_*.pt"))[:-keep_last]:
+            old.unlink()
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -68,6 +68,9 @@ class TrainerConfig:
     max_time: float = 0
     max_tokens: int = 4096
     eval_every: int = 200
+    save_every: int = 100
+    keep_last: int = 0
+    max_bad_steps: int = 10
     patience: int = 6
     valid_max_tokens: int = 8000
     log_every: int = 50

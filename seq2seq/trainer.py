@@ -2,12 +2,18 @@
 
 Read ``train`` from top to bottom: it prepares everything, resumes from
 ``checkpoints/last.pt`` when the run directory has one, then loops over
-epochs of token batches, validating and saving every ``trainer.eval_every``
-steps.
+epochs of token batches, validating every ``trainer.eval_every`` steps and
+saving every ``trainer.save_every`` steps.
+
+Resuming is exact: a checkpoint holds the model, optimiser, schedule, gradient
+scaler, random state and the position in the epoch's batch order (which is a
+function of the seed and the epoch), so the steps after a resume are the steps
+an uninterrupted run would have taken.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sys
@@ -15,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import sacrebleu
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -22,12 +29,19 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from seq2seq import __version__
-from seq2seq.checkpoint import FORMAT, build_model, load_checkpoint, save_checkpoint, tokenizer_reference
+from seq2seq.checkpoint import (
+    FORMAT,
+    build_model,
+    load_checkpoint,
+    save_training_checkpoint,
+    tokenizer_reference,
+)
 from seq2seq.data.batching import collate, token_batches
 from seq2seq.data.corpus import read_parallel
 from seq2seq.data.tokenizer import build_tokenizer
 from seq2seq.errors import UserError
 from seq2seq.loss import label_smoothed_cross_entropy
+from seq2seq.plots import attention_figures
 from seq2seq.special import PAD_ID
 from seq2seq.translator import Translator, autocast
 
@@ -81,6 +95,43 @@ def encode_pairs(tokenizer, src_lines, tgt_lines, max_len: int):
     return [src[i] for i in keep], [tgt[i] for i in keep], len(src) - len(keep)
 
 
+def previous_run(ckpt_dir: Path, config: dict) -> dict | None:
+    """The run directory's ``last.pt``, checked to belong to the same model and data."""
+    path = ckpt_dir / "last.pt"
+    if not path.exists():
+        return None
+    ckpt = load_checkpoint(path)
+    for group in ("model", "data"):
+        if ckpt["config"][group] != config[group]:
+            raise UserError(
+                f"{path} was trained with other {group}.* settings; train into a new hydra.run.dir "
+                f"or use the same settings to resume"
+            )
+    return ckpt
+
+
+def train_step(model, batch, optimizer, scheduler, scaler, cfg, device, precision):
+    """One optimiser step. Returns (loss per target token, gradient norm, target tokens);
+    the update is skipped when the loss is not finite."""
+    keep = batch.tgt_out != PAD_ID  # (B, T)
+    with autocast(device, precision):
+        features = model.features(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, D)
+        logits = model.project(features[keep])  # (N, V): padding skips the output layer
+    loss_sum, _ = label_smoothed_cross_entropy(logits, batch.tgt_out[keep], cfg.optim.label_smoothing)
+    tokens = int(keep.sum())
+    loss = loss_sum / tokens
+    optimizer.zero_grad(set_to_none=True)
+    if not torch.isfinite(loss):
+        return loss.item(), float("nan"), tokens
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    return loss.item(), float(grad_norm), tokens
+
+
 @torch.no_grad()
 def validate(model, translator, valid, cfg, device, precision):
     """Validation loss, perplexity and greedy BLEU. Returns (loss, ppl, bleu, hypotheses)."""
@@ -94,8 +145,9 @@ def validate(model, translator, valid, cfg, device, precision):
             logits = model(batch.src, batch.src_lengths, batch.tgt_in)
         _, nll = label_smoothed_cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(), 0.0)
         nll_sum, tokens = nll_sum + float(nll), tokens + batch.num_tgt_tokens
-    hyps = translator(src_lines)
-    bleu = sacrebleu.corpus_bleu(hyps, [tgt_lines]).score
+    hyps = translator.hypotheses(src_lines)
+    texts = [translator.tokenizer.decode_tgt(h[0].tokens) for h in hyps]
+    bleu = sacrebleu.corpus_bleu(texts, [tgt_lines]).score
     model.train()
     loss = nll_sum / max(tokens, 1)
     return loss, math.exp(min(loss, 50)), bleu, hyps
@@ -109,23 +161,26 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
     device = pick_device(tcfg.device)
     precision = pick_precision(tcfg.precision, device)
     torch.manual_seed(cfg.seed)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    ckpt_dir = run_dir / "checkpoints"
+    resume = previous_run(ckpt_dir, config)  # before anything in run_dir is overwritten
 
     # Data and tokenizer.
     src_lines, tgt_lines = read_parallel(cfg.data.train.src, cfg.data.train.tgt)
     if cfg.data.train_lines > 0:
         src_lines, tgt_lines = src_lines[: cfg.data.train_lines], tgt_lines[: cfg.data.train_lines]
     valid_src, valid_tgt = read_parallel(cfg.data.valid.src, cfg.data.valid.tgt)
-    tok_cfg = cfg.data.tokenizer
+    tok = cfg.data.tokenizer
     tokenizer = build_tokenizer(
         cfg.data.train.src,
         cfg.data.train.tgt,
         src_lines,
         tgt_lines,
-        tok_cfg.vocab_size,
-        tok_cfg.joint,
-        tok_cfg.model_type,
-        tok_cfg.character_coverage,
-        tok_cfg.cache_dir,
+        tok.vocab_size,
+        tok.joint,
+        tok.model_type,
+        tok.character_coverage,
+        tok.cache_dir,
         run_dir / "tokenizer",
     )
     train_src, train_tgt, dropped = encode_pairs(tokenizer, src_lines, tgt_lines, cfg.data.max_len)
@@ -151,29 +206,32 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, inverse_sqrt(ocfg.warmup_steps))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    translator = Translator(model, tokenizer, cfg.decoding, device, precision)
-    translator.cfg = OmegaConf.merge(cfg.decoding, {"max_tokens": tcfg.valid_max_tokens})
+    translator = Translator(
+        model,
+        tokenizer,
+        OmegaConf.merge(cfg.decoding, {"max_tokens": tcfg.valid_max_tokens}),
+        device,
+        precision,
+    )
     progress = Progress()
-    config = OmegaConf.to_container(cfg, resolve=True)
-
-    ckpt_dir = run_dir / "checkpoints"
-    if (ckpt_dir / "last.pt").exists():
-        ckpt = load_checkpoint(ckpt_dir / "last.pt")
-        if ckpt["config"]["model"] != config["model"]:
-            raise UserError(
-                f"{ckpt_dir / 'last.pt'} holds another model config; train into a new hydra.run.dir"
-            )
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        progress = Progress(**ckpt["progress"])
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        scaler.load_state_dict(resume["scaler"])
+        torch.set_rng_state(resume["rng"]["torch"])
+        if device.type == "cuda" and resume["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(resume["rng"]["cuda"], device)
+        progress = Progress(**resume["progress"])
         log.info(
             "resuming from %s at step %d (epoch %d)", ckpt_dir / "last.pt", progress.step, progress.epoch + 1
         )
 
-    def save(name: str) -> None:
+    def save(best: bool) -> None:
+        rng = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        }
         payload = {
             "format": FORMAT,
             "version": __version__,
@@ -182,72 +240,75 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(),
             "progress": asdict(progress),
-            "rng": {"torch": torch.get_rng_state()},
+            "rng": rng,
             "config": config,
             "tokenizer": tokenizer_reference(tokenizer, run_dir),
         }
-        save_checkpoint(payload, ckpt_dir / name)
+        save_training_checkpoint(payload, ckpt_dir, best, tcfg.keep_last)
 
     writer = SummaryWriter(str(run_dir / "tensorboard"))
-    batches_per_epoch = len(
-        token_batches([len(s) for s in train_src], [len(t) for t in train_tgt], tcfg.max_tokens, cfg.seed, 0)
+    metrics = open(run_dir / "metrics.jsonl", "a")
+    src_lens, tgt_lens = [len(s) for s in train_src], [len(t) for t in train_tgt]
+    total = tcfg.max_steps or tcfg.max_epochs * len(
+        token_batches(src_lens, tgt_lens, tcfg.max_tokens, cfg.seed)
     )
-    total = tcfg.max_steps or tcfg.max_epochs * batches_per_epoch
     bar = tqdm(
         total=total,
         initial=progress.step,
         file=sys.stderr,
-        disable=not (tcfg.progress and sys.stderr.isatty()),
-        dynamic_ncols=True,
         unit="step",
+        dynamic_ncols=True,
+        disable=not (tcfg.progress and sys.stderr.isatty()),
     )
     start, window_tokens, window_start = time.time() - progress.elapsed, 0, time.time()
-    stop_reason = None
+    bad_steps, stop_reason = 0, None
     model.train()
 
-    while stop_reason is None:
-        if progress.epoch >= tcfg.max_epochs:
-            stop_reason = f"trainer.max_epochs={tcfg.max_epochs}"
-            break
-        src_lens, tgt_lens = [len(s) for s in train_src], [len(t) for t in train_tgt]
+    while stop_reason is None and progress.epoch < tcfg.max_epochs:
         epoch_batches = token_batches(src_lens, tgt_lens, tcfg.max_tokens, cfg.seed, progress.epoch)
         for rows in epoch_batches[progress.batch_in_epoch :]:
             batch = collate([train_src[i] for i in rows], [train_tgt[i] for i in rows], rows).to(device)
-            keep = batch.tgt_out != PAD_ID  # (B, T)
-            with autocast(device, precision):
-                features = model.features(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, D)
-                logits = model.project(features[keep])  # (N, V): padding skips the output layer
-            loss_sum, _ = label_smoothed_cross_entropy(logits, batch.tgt_out[keep], ocfg.label_smoothing)
-            tokens = int(keep.sum())
-            loss = loss_sum / tokens
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), ocfg.clip_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            loss, grad_norm, tokens = train_step(
+                model, batch, optimizer, scheduler, scaler, cfg, device, precision
+            )
             progress.step += 1
             progress.batch_in_epoch += 1
             progress.elapsed = time.time() - start
             window_tokens += tokens
             bar.update(1)
+            if math.isfinite(loss):
+                bad_steps = 0
+            else:
+                bad_steps += 1
+                log.warning(
+                    "step %d: loss is %s, update skipped (%d in a row)", progress.step, loss, bad_steps
+                )
+                if bad_steps >= tcfg.max_bad_steps:
+                    raise UserError(
+                        f"training diverged: {bad_steps} non-finite losses in a row at step {progress.step}; "
+                        f"lower optim.lr or use trainer.precision=fp32 (the last good checkpoint is kept in "
+                        f"{ckpt_dir})"
+                    )
+            metrics.write(json.dumps({"step": progress.step, "loss": loss, "tokens": tokens}) + "\n")
 
             if progress.step % tcfg.log_every == 0:
                 speed = window_tokens / (time.time() - window_start)
                 lr = scheduler.get_last_lr()[0]
-                writer.add_scalar("train/loss", loss.item(), progress.step)
-                writer.add_scalar("train/lr", lr, progress.step)
-                writer.add_scalar("train/tokens_per_s", speed, progress.step)
-                writer.add_scalar("train/grad_norm", float(grad_norm), progress.step)
-                bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{speed:.0f}", epoch=progress.epoch + 1)
+                for name, value in (
+                    ("loss", loss),
+                    ("lr", lr),
+                    ("tokens_per_s", speed),
+                    ("grad_norm", grad_norm),
+                ):
+                    writer.add_scalar(f"train/{name}", value, progress.step)
+                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{speed:.0f}", epoch=progress.epoch + 1)
                 log.info(
                     "step %d epoch %d loss %.4f lr %.2e grad_norm %.2f target tokens/s %.0f",
                     progress.step,
                     progress.epoch + 1,
-                    loss.item(),
+                    loss,
                     lr,
-                    float(grad_norm),
+                    grad_norm,
                     speed,
                 )
                 window_tokens, window_start = 0, time.time()
@@ -256,21 +317,27 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
                 stop_reason = f"trainer.max_steps={tcfg.max_steps}"
             elif tcfg.max_time and progress.elapsed >= tcfg.max_time:
                 stop_reason = f"trainer.max_time={tcfg.max_time:g}s"
+            if progress.batch_in_epoch == len(epoch_batches):
+                progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
+                if progress.epoch >= tcfg.max_epochs:
+                    stop_reason = stop_reason or f"trainer.max_epochs={tcfg.max_epochs}"
             if progress.step % tcfg.eval_every == 0 or stop_reason:
-                if evaluate_and_save(
-                    model, translator, valid, cfg, device, precision, progress, writer, save
-                ):
+                metrics.flush()
+                improved, stop_early = evaluate(
+                    model, translator, valid, cfg, device, precision, progress, writer
+                )
+                save(best=improved)
+                if stop_early:
                     stop_reason = stop_reason or f"no better validation BLEU in {tcfg.patience} validations"
                 window_start = time.time()
+            elif tcfg.save_every and progress.step % tcfg.save_every == 0:
+                metrics.flush()
+                save(best=False)
             if stop_reason:
                 break
-        else:
-            progress.epoch += 1
-            progress.batch_in_epoch = 0
-    if progress.step % tcfg.eval_every != 0 and not (ckpt_dir / "last.pt").exists():
-        evaluate_and_save(model, translator, valid, cfg, device, precision, progress, writer, save)
     bar.close()
     writer.close()
+    metrics.close()
     log.info(
         "stopped: %s; step %d, %.0f s; best validation BLEU %.2f; checkpoints in %s",
         stop_reason,
@@ -282,15 +349,30 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
     return progress
 
 
-def evaluate_and_save(model, translator, valid, cfg, device, precision, progress, writer, save) -> bool:
-    """Validate, log, save last.pt (and best.pt on a new best BLEU). Returns True to stop early."""
+def evaluate(model, translator, valid, cfg, device, precision, progress, writer) -> tuple[bool, bool]:
+    """Validate and log. Returns (a new best BLEU, time to stop early)."""
     loss, ppl, bleu, hyps = validate(model, translator, valid, cfg, device, precision)
     step = progress.step
     writer.add_scalar("valid/loss", loss, step)
     writer.add_scalar("valid/ppl", ppl, step)
     writer.add_scalar("valid/bleu", bleu, step)
-    for i in range(min(cfg.trainer.samples, len(hyps))):
-        writer.add_text(f"samples/{i}", f"src: {valid[2][i]}  \nref: {valid[3][i]}  \nhyp: {hyps[i]}", step)
+    shown = list(range(min(cfg.trainer.samples, len(hyps))))
+    if shown:
+        for i in shown:
+            text = translator.tokenizer.decode_tgt(hyps[i][0].tokens)
+            writer.add_text(f"samples/{i}", f"src: {valid[2][i]}  \nref: {valid[3][i]}  \nhyp: {text}", step)
+        model.eval()
+        figures = attention_figures(
+            model,
+            translator.tokenizer,
+            [valid[0][i] for i in shown],
+            [hyps[i][0].tokens for i in shown],
+            device,
+        )
+        model.train()
+        for i, fig in zip(shown, figures, strict=True):
+            writer.add_figure(f"attention/{i}", fig, step)
+            plt.close(fig)
     improved = bleu > progress.best_bleu
     if improved:
         progress.best_bleu, progress.bad_evals = bleu, 0
@@ -304,7 +386,4 @@ def evaluate_and_save(model, translator, valid, cfg, device, precision, progress
         bleu,
         " (best)" if improved else f" (best {progress.best_bleu:.2f})",
     )
-    save("last.pt")
-    if improved:
-        save("best.pt")
-    return cfg.trainer.patience > 0 and progress.bad_evals >= cfg.trainer.patience
+    return improved, cfg.trainer.patience > 0 and progress.bad_evals >= cfg.trainer.patience

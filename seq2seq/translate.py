@@ -47,6 +47,11 @@ def file_chunks(path: str, size: int = 2000):
         yield lines[i : i + size]
 
 
+def one_line(text: str) -> str:
+    """A translation never spans lines, whatever bytes the model produced."""
+    return " ".join(text.splitlines())
+
+
 def translate(cfg) -> None:
     translator, _ = make_translator(cfg)
     chunks = file_chunks(cfg.input) if cfg.input else stdin_chunks()
@@ -63,10 +68,10 @@ def translate(cfg) -> None:
             texts = ["".join(c if c >= " " or c == "\t" else " " for c in t).strip() for t in texts]
             results = translator.hypotheses(texts)
             for i, hyps in enumerate(results):
-                out.write(translator.tokenizer.decode_tgt(hyps[0].tokens) + "\n")
+                out.write(one_line(translator.tokenizer.decode_tgt(hyps[0].tokens)) + "\n")
                 if nbest:
                     for h in hyps:
-                        text = translator.tokenizer.decode_tgt(h.tokens)
+                        text = one_line(translator.tokenizer.decode_tgt(h.tokens))
                         nbest.write(f"{line_no + i + 1}\t{h.score:.4f}\t{text}\n")
             out.flush()
             if attention_dir:
