@@ -33,8 +33,6 @@ Method
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import math
 import multiprocessing
 import os
@@ -144,17 +142,16 @@ class NoCache(EncoderDecoder):
 
 def default_tokenizer() -> Path | None:
     """The cached SentencePiece model that ``python -m seq2seq.train`` builds for Multi30k by default."""
-    from seq2seq.data.tokenizer import file_sha256
+    from seq2seq.data.tokenizer import cache_path
 
-    data = OmegaConf.load(ROOT / "configs" / "data" / "multi30k.yaml")
-    tok = data.tokenizer
-    settings = {"vocab": tok.vocab_size, "joint": tok.joint, "type": tok.model_type}
-    settings["coverage"] = tok.character_coverage
+    tok = OmegaConf.load(ROOT / "configs" / "data" / "multi30k.yaml").tokenizer
     train = [ROOT / "data" / "multi30k" / f"train.{lang}.gz" for lang in ("de", "en")]
     if not all(p.is_file() for p in train):
         return None
-    key_text = json.dumps([file_sha256(train[0]), file_sha256(train[1]), settings], sort_keys=True)
-    path = Path(tok.cache_dir).expanduser() / hashlib.sha256(key_text.encode()).hexdigest()[:16] / "spm.model"
+    folder = cache_path(
+        *train, tok.vocab_size, tok.joint, tok.model_type, tok.character_coverage, tok.cache_dir
+    )
+    path = folder / "spm.model"
     return path if path.is_file() else None
 
 

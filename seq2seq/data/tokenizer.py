@@ -110,6 +110,22 @@ def _train_spm(sentences: list[str], vocab_size: int, model_type: str, coverage:
     out.write_bytes(buffer.getvalue())
 
 
+def cache_path(
+    train_src: str,
+    train_tgt: str,
+    vocab_size: int,
+    joint: bool,
+    model_type: str,
+    character_coverage: float,
+    cache_dir: str,
+) -> Path:
+    """Cache folder of the tokenizer for these training files and settings; its
+    name hashes the files' contents and the settings."""
+    settings = {"vocab": vocab_size, "joint": joint, "type": model_type, "coverage": character_coverage}
+    key_text = json.dumps([file_sha256(train_src), file_sha256(train_tgt), settings], sort_keys=True)
+    return Path(cache_dir).expanduser() / hashlib.sha256(key_text.encode()).hexdigest()[:16]
+
+
 def build_tokenizer(
     train_src: str,
     train_tgt: str,
@@ -128,10 +144,7 @@ def build_tokenizer(
     a second run with the same data and settings skips training. The models
     are copied to ``out_dir`` (the run directory's ``tokenizer/``).
     """
-    settings = {"vocab": vocab_size, "joint": joint, "type": model_type, "coverage": character_coverage}
-    key_text = json.dumps([file_sha256(train_src), file_sha256(train_tgt), settings], sort_keys=True)
-    key = hashlib.sha256(key_text.encode()).hexdigest()[:16]
-    cache = Path(cache_dir).expanduser() / key
+    cache = cache_path(train_src, train_tgt, vocab_size, joint, model_type, character_coverage, cache_dir)
     names = ["spm.model"] if joint else ["src.model", "tgt.model"]
     if all((cache / n).is_file() for n in names):
         log.info("tokenizer: reusing %s", cache)
