@@ -142,14 +142,16 @@ class NoCache(EncoderDecoder):
 
 def default_tokenizer() -> Path | None:
     """The cached SentencePiece model that ``python -m seq2seq.train`` builds for Multi30k by default."""
+    from seq2seq.data.corpus import read_lines
     from seq2seq.data.tokenizer import cache_path
 
     tok = OmegaConf.load(ROOT / "configs" / "data" / "multi30k.yaml").tokenizer
     train = [ROOT / "data" / "multi30k" / f"train.{lang}.gz" for lang in ("de", "en")]
     if not all(p.is_file() for p in train):
         return None
+    lines = [read_lines(p) for p in train]
     folder = cache_path(
-        *train, tok.vocab_size, tok.joint, tok.model_type, tok.character_coverage, tok.cache_dir
+        *lines, tok.vocab_size, tok.joint, tok.model_type, tok.character_coverage, tok.cache_dir
     )
     path = folder / "spm.model"
     return path if path.is_file() else None

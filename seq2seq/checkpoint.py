@@ -36,6 +36,9 @@ def save_checkpoint(payload: dict, path: Path) -> None:
         raise UserError(
             f"{path}: could not save the checkpoint ({e.strerror}); the previous one is kept"
         ) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def link_checkpoint(src: Path, dst: Path) -> None:

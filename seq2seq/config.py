@@ -134,9 +134,10 @@ def require_model(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
-def compose(config_name: str, overrides: list[str]) -> DictConfig:
-    """Compose ``configs/<config_name>.yaml`` with command-line overrides (no
-    Hydra run directory, no log files): used by evaluate and translate."""
+def compose(config_name: str, overrides: list[str], groups=("decoding",)) -> DictConfig:
+    """Compose ``configs/<config_name>.yaml`` with command-line overrides and check
+    ``groups``, with no Hydra run directory or log files (evaluate and translate
+    run on this; train uses it to check its overrides before Hydra starts)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
@@ -146,4 +147,4 @@ def compose(config_name: str, overrides: list[str]) -> DictConfig:
             cfg = hydra_compose(config_name=config_name, overrides=overrides)
     except (HydraException, OmegaConfBaseException) as e:
         raise UserError(" ".join(str(e).split())) from None
-    return check(cfg, groups=("decoding",))
+    return check(cfg, groups=groups)

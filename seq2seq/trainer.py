@@ -111,8 +111,9 @@ def previous_run(ckpt_dir: Path, config: dict) -> dict | None:
 
 
 def train_step(model, batch, optimizer, scheduler, scaler, cfg, device, precision):
-    """One optimiser step. Returns (loss per target token, gradient norm, target tokens);
-    the update is skipped when the loss is not finite."""
+    """One optimiser step. Returns (loss per target token, gradient norm, target tokens).
+    The update is skipped, and the loss returned as NaN, when the loss or the
+    gradients are not finite."""
     keep = batch.tgt_out != PAD_ID  # (B, T)
     with autocast(device, precision):
         features = model.features(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, D)
@@ -126,6 +127,9 @@ def train_step(model, batch, optimizer, scheduler, scaler, cfg, device, precisio
     scaler.scale(loss).backward()
     scaler.unscale_(optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_norm)
+    if not scaler.is_enabled() and not torch.isfinite(grad_norm):
+        optimizer.zero_grad(set_to_none=True)  # fp16's scaler skips such steps itself
+        return float("nan"), float(grad_norm), tokens
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()
@@ -164,6 +168,8 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
     config = OmegaConf.to_container(cfg, resolve=True)
     ckpt_dir = run_dir / "checkpoints"
     resume = previous_run(ckpt_dir, config)  # before anything in run_dir is overwritten
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
 
     # Data and tokenizer.
     src_lines, tgt_lines = read_parallel(cfg.data.train.src, cfg.data.train.tgt)
@@ -172,8 +178,6 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
     valid_src, valid_tgt = read_parallel(cfg.data.valid.src, cfg.data.valid.tgt)
     tok = cfg.data.tokenizer
     tokenizer = build_tokenizer(
-        cfg.data.train.src,
-        cfg.data.train.tgt,
         src_lines,
         tgt_lines,
         tok.vocab_size,
@@ -289,7 +293,8 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
                         f"lower optim.lr or use trainer.precision=fp32 (the last good checkpoint is kept in "
                         f"{ckpt_dir})"
                     )
-            metrics.write(json.dumps({"step": progress.step, "loss": loss, "tokens": tokens}) + "\n")
+            record = {"step": progress.step, "loss": loss if math.isfinite(loss) else None, "tokens": tokens}
+            metrics.write(json.dumps(record) + "\n")
 
             if progress.step % tcfg.log_every == 0:
                 speed = window_tokens / (time.time() - window_start)

@@ -135,3 +135,19 @@ def test_bad_inputs_exit_with_one_line(tiny_corpus, trained, tmp_path):
         errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and message in errors[0], proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_multirun_sweep(tiny_corpus, tmp_path):
+    args = [a for a in tiny_overrides(tiny_corpus) if not a.startswith("trainer.max_steps")]
+    run_cli(
+        "train",
+        "-m",
+        *args,
+        "trainer.max_steps=2",
+        "optim.lr=1e-3,5e-4",
+        "hydra.sweep.dir=sweep",
+        cwd=tmp_path,
+    )
+    for job, lr in (("0", 1e-3), ("1", 5e-4)):
+        ckpt = torch.load(tmp_path / "sweep" / job / "checkpoints" / "last.pt", weights_only=True)
+        assert ckpt["config"]["optim"]["lr"] == lr

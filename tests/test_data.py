@@ -54,8 +54,6 @@ def test_bad_inputs_name_the_file_and_line(tmp_path):
 def make_tokenizer(tiny_corpus, tmp_path, joint=True):
     src, tgt = read_lines(tiny_corpus["train.de"]), read_lines(tiny_corpus["train.en"])
     return build_tokenizer(
-        str(tiny_corpus["train.de"]),
-        str(tiny_corpus["train.en"]),
         src,
         tgt,
         500,

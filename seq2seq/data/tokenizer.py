@@ -111,24 +111,26 @@ def _train_spm(sentences: list[str], vocab_size: int, model_type: str, coverage:
 
 
 def cache_path(
-    train_src: str,
-    train_tgt: str,
+    src_lines: list[str],
+    tgt_lines: list[str],
     vocab_size: int,
     joint: bool,
     model_type: str,
     character_coverage: float,
     cache_dir: str,
 ) -> Path:
-    """Cache folder of the tokenizer for these training files and settings; its
-    name hashes the files' contents and the settings."""
+    """Cache folder of the tokenizer trained on these sentences with these
+    settings; its name hashes both."""
+    key = hashlib.sha256()
+    for lines in (src_lines, tgt_lines):
+        key.update("\n".join(lines).encode())
+        key.update(b"\0")
     settings = {"vocab": vocab_size, "joint": joint, "type": model_type, "coverage": character_coverage}
-    key_text = json.dumps([file_sha256(train_src), file_sha256(train_tgt), settings], sort_keys=True)
-    return Path(cache_dir).expanduser() / hashlib.sha256(key_text.encode()).hexdigest()[:16]
+    key.update(json.dumps(settings, sort_keys=True).encode())
+    return Path(cache_dir).expanduser() / key.hexdigest()[:16]
 
 
 def build_tokenizer(
-    train_src: str,
-    train_tgt: str,
     src_lines: list[str],
     tgt_lines: list[str],
     vocab_size: int,
@@ -140,11 +142,11 @@ def build_tokenizer(
 ) -> Tokenizer:
     """Train SentencePiece on the training split, or reuse a cached model.
 
-    The cache key is made of the training files' contents and the settings, so
+    The cache key is made of the training sentences and the settings, so
     a second run with the same data and settings skips training. The models
     are copied to ``out_dir`` (the run directory's ``tokenizer/``).
     """
-    cache = cache_path(train_src, train_tgt, vocab_size, joint, model_type, character_coverage, cache_dir)
+    cache = cache_path(src_lines, tgt_lines, vocab_size, joint, model_type, character_coverage, cache_dir)
     names = ["spm.model"] if joint else ["src.model", "tgt.model"]
     if all((cache / n).is_file() for n in names):
         log.info("tokenizer: reusing %s", cache)
