@@ -10,6 +10,18 @@ import torch
 from .conftest import run_cli, tiny_overrides
 
 
+def tensorboard_tags(folder) -> set[tuple[str, str]]:
+    """(plugin, tag) of every summary written under ``folder``."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    return {
+        (v.metadata.plugin_data.plugin_name, v.tag)
+        for f in folder.iterdir()
+        for event in EventFileLoader(str(f)).Load()
+        for v in event.summary.value
+    }
+
+
 @pytest.fixture(scope="module")
 def trained(tiny_corpus, tmp_path_factory):
     """A Transformer trained for 4 steps, then resumed to 6."""
@@ -31,7 +43,17 @@ def test_train_writes_the_run_directory(trained):
         "train.log",
     ):
         assert (run / name).is_file(), name
-    assert any((run / "tensorboard").iterdir())
+    tags = tensorboard_tags(run / "tensorboard")
+    for tag in (
+        "train/loss",
+        "train/lr",
+        "train/tokens_per_s",
+        "train/grad_norm",
+        "valid/loss",
+        "valid/bleu",
+    ):
+        assert ("scalars", tag) in tags
+    assert ("text", "samples/0/text_summary") in tags and ("images", "attention/0") in tags
     ckpt = torch.load(run / "checkpoints/last.pt", weights_only=True)
     assert ckpt["progress"]["step"] == 4 or ckpt["progress"]["step"] == 6
     assert ckpt["config"]["model"]["_target_"] == "seq2seq.models.transformer.Transformer"
