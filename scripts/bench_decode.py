@@ -61,7 +61,25 @@ FALLBACK_LENGTHS = (6, 26)  # source pieces, EOS included, when no tokenizer is 
 # ----- the two wrappers -----------------------------------------------------------------------
 
 
-class FixedLength(EncoderDecoder):
+class Wrapper(EncoderDecoder):
+    """A model around another one; the teacher-forced pass and the limits are the inner model's."""
+
+    def __init__(self, model: EncoderDecoder):
+        super().__init__()
+        self.model = model
+
+    def features(self, src, src_lengths, tgt_in):
+        return self.model.features(src, src_lengths, tgt_in)
+
+    def project(self, features):
+        return self.model.project(features)
+
+    @property
+    def max_positions(self):
+        return self.model.max_positions
+
+
+class FixedLength(Wrapper):
     """Any model, made to emit exactly ``length`` tokens before EOS.
 
     ``step`` sets the EOS logit to -inf for the first ``length`` steps and leaves the logits alone
@@ -70,8 +88,8 @@ class FixedLength(EncoderDecoder):
     """
 
     def __init__(self, model: EncoderDecoder, length: int):
-        super().__init__()
-        self.model, self.length = model, length
+        super().__init__(model)
+        self.length = length
 
     def encode(self, src, src_lengths) -> State:
         return self.model.encode(src, src_lengths)
@@ -89,18 +107,8 @@ class FixedLength(EncoderDecoder):
     def reorder_state(self, state: State, index) -> State:
         return {"inner": self.model.reorder_state(state["inner"], index), "emitted": state["emitted"]}
 
-    def features(self, src, src_lengths, tgt_in):
-        return self.model.features(src, src_lengths, tgt_in)
 
-    def project(self, features):
-        return self.model.project(features)
-
-    @property
-    def max_positions(self):
-        return self.model.max_positions
-
-
-class NoCache(EncoderDecoder):
+class NoCache(Wrapper):
     """Any model, decoded without a cache: every step re-runs the whole teacher-forced pass.
 
     The state is the source and the prefix fed so far (BOS first), batch-first, so the inherited
@@ -109,10 +117,6 @@ class NoCache(EncoderDecoder):
     tutorials' no-cache decoders encode once and re-run only the decoder). Only the last position
     goes through the output layer.
     """
-
-    def __init__(self, model: EncoderDecoder):
-        super().__init__()
-        self.model = model
 
     def encode(self, src, src_lengths) -> State:
         return {"src": src, "src_lengths": src_lengths}
@@ -125,16 +129,6 @@ class NoCache(EncoderDecoder):
         prefix = torch.cat([state["prefix"], tgt[:, None]], dim=1)  # (B, t + 1)
         h = self.model.features(state["src"], state["src_lengths"], prefix)  # (B, t + 1, D)
         return self.model.project(h[:, -1]), {**state, "prefix": prefix}
-
-    def features(self, src, src_lengths, tgt_in):
-        return self.model.features(src, src_lengths, tgt_in)
-
-    def project(self, features):
-        return self.model.project(features)
-
-    @property
-    def max_positions(self):
-        return self.model.max_positions
 
 
 # ----- inputs -----------------------------------------------------------------------------------
