@@ -94,6 +94,7 @@ class DecodingConfig:
     top_k: int = 0
     top_p: float = 1.0
     max_tokens: int = 8000
+    batch_size: int = 0
 
 
 SCHEMAS = {"data": DataConfig, "optim": OptimConfig, "trainer": TrainerConfig, "decoding": DecodingConfig}

@@ -51,6 +51,15 @@ class Translator:
                     )
         return ids
 
+    def batches(self, lengths: list[int]) -> list[list[int]]:
+        """Sentence indices grouped by length, at most ``decoding.max_tokens`` source
+        tokens and (if set) ``decoding.batch_size`` sentences a batch."""
+        batches = token_batches(lengths, [0] * len(lengths), self.cfg.max_tokens)
+        size = self.cfg.get("batch_size", 0)
+        if size > 0:
+            batches = [b[i : i + size] for b in batches for i in range(0, len(b), size)]
+        return batches
+
     @torch.no_grad()
     def hypotheses(self, sentences: list[str]) -> list[list[Hypothesis]]:
         """Decode every sentence; returns its hypotheses, best first, in input order."""
@@ -60,7 +69,7 @@ class Translator:
             return out
         ids = self.encode([sentences[i] for i in todo])
         lengths = [len(r) for r in ids]
-        for batch_rows in token_batches(lengths, [0] * len(ids), self.cfg.max_tokens):
+        for batch_rows in self.batches(lengths):
             batch = collate([ids[r] for r in batch_rows], None, batch_rows).to(self.device)
             with autocast(self.device, self.precision):
                 results = search(self.model, batch.src, batch.src_lengths, self.cfg, self.generator)
