@@ -105,3 +105,19 @@ def test_label_smoothing_against_hand_computation():
     expected = 0.7 * math.log(4) + 0.3 * (math.log(2) + 2 * math.log(4)) / 3
     assert loss.item() == pytest.approx(expected, abs=1e-6)
     assert nll.item() == pytest.approx(math.log(4), abs=1e-6)
+
+
+def test_reorder_within_sentences_equals_a_full_reorder():
+    from seq2seq.models.base import EncoderDecoder
+
+    model = tiny().eval()
+    src, lengths, tgt_in = toy_batch()
+    state = model.init_state(model.encode(src, lengths))
+    beams = model.reorder_state(state, torch.tensor([0, 0, 1, 1, 2, 2]))  # two rows per sentence
+    _, beams = model.step(tgt_in[[0, 0, 1, 1, 2, 2], 0], beams)
+    for index in (torch.tensor([1, 0, 2, 2, 5, 4]), torch.tensor([0, 1, 4, 5])):  # same sentences; fewer
+        fast = model.reorder_state(beams, index)
+        full = EncoderDecoder.reorder_state(model, beams, index)
+        a, _ = model.step(tgt_in[index // 2, 1], fast)
+        b, _ = model.step(tgt_in[index // 2, 1], full)
+        torch.testing.assert_close(a, b, atol=0, rtol=0)

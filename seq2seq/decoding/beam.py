@@ -89,11 +89,13 @@ def top_candidates(scores: torch.Tensor, log_probs: torch.Tensor, num: int):
         total log-prob, the beam (0..K-1) extended and the token appended.
     """
     b, k = scores.shape
-    vocab_size = log_probs.size(-1)
-    total = scores.reshape(b * k, 1) + log_probs  # (b * K, V)
-    total = total.view(b, k * vocab_size)  # (b, K * V)
-    cand_scores, flat = total.topk(min(num, k * vocab_size), dim=-1)  # (b, num)
-    return cand_scores, flat // vocab_size, flat % vocab_size
+    n = min(num, log_probs.size(-1))
+    # A sentence's best candidates are among each beam's own n best tokens, and a
+    # beam's order of tokens does not depend on its score: two small top-k's.
+    row_lp, row_tokens = log_probs.topk(n, dim=-1)  # (b * K, n)
+    total = (scores.reshape(b * k, 1) + row_lp).view(b, k * n)  # (b, K * n)
+    cand_scores, flat = total.topk(min(num, k * n), dim=-1)  # (b, num)
+    return cand_scores, flat // n, row_tokens.view(b, k * n).gather(1, flat)
 
 
 def first_non_eos(cand_scores, cand_beams, cand_tokens, k: int):

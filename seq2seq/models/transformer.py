@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seq2seq.models.base import EncoderDecoder, State
+from seq2seq.models.base import EncoderDecoder, State, map_state
 from seq2seq.special import PAD_ID
 
 
@@ -192,12 +192,25 @@ class Transformer(EncoderDecoder):
         cross = [layer.cross_attn.keys_values(memory["memory"]) for layer in self.decoder]
         empty = memory["memory"].new_zeros(B, self.heads, 0, self.d_model // self.heads)  # (B, h, 0, d)
         return {
+            "source": torch.arange(B, device=empty.device),  # (B,) source sentence of each row
             "src_mask": memory["src_mask"],
             "cross_k": [k for k, _ in cross],
             "cross_v": [v for _, v in cross],
             "self_k": [empty] * len(self.decoder),
             "self_v": [empty] * len(self.decoder),
             "pos": torch.zeros(B, dtype=torch.long, device=empty.device),
+        }
+
+    def reorder_state(self, state: State, index: torch.Tensor) -> State:
+        """Like the base class, but the cross-attention keys/values and the source
+        mask, which depend only on a row's source sentence, are not copied when
+        every row keeps its sentence (beam search between finished sentences)."""
+        source = state["source"].index_select(0, index)
+        same = source.shape == state["source"].shape and torch.equal(source, state["source"])
+        shared = ("cross_k", "cross_v", "src_mask") if same else ()
+        return {
+            key: value if key in shared else map_state(value, lambda t: t.index_select(0, index))
+            for key, value in state.items()
         }
 
     def decode(self, tgt: torch.Tensor, state: State, need_weights: bool = False):
