@@ -44,8 +44,4 @@ def length_penalty(length: torch.Tensor | int, alpha: float):
     return ((5.0 + length) / 6.0) ** alpha
 
 
-def as_list(tokens: torch.Tensor) -> list[int]:
-    return [int(t) for t in tokens.tolist()]
-
-
-__all__ = ["Hypothesis", "as_list", "length_penalty", "max_output_lengths"]
+__all__ = ["Hypothesis", "length_penalty", "max_output_lengths"]
