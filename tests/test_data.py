@@ -123,3 +123,12 @@ def test_collate_pads_and_shifts():
     assert batch.tgt_in.tolist() == [[BOS_ID, 8, 9], [BOS_ID, 10, PAD_ID]]
     assert batch.tgt_out.tolist() == [[8, 9, EOS_ID], [10, EOS_ID, PAD_ID]]
     assert batch.num_tgt_tokens == 5
+
+
+def test_too_large_vocabulary_is_one_clear_line(tiny_corpus, tmp_path):
+    src, tgt = read_lines(tiny_corpus["train.de"]), read_lines(tiny_corpus["train.en"])
+    with pytest.raises(
+        UserError, match=r"Vocabulary size too high \(50000\).*data.tokenizer.vocab_size"
+    ) as e:
+        build_tokenizer(src, tgt, 50000, True, "unigram", 1.0, str(tmp_path / "c"), tmp_path / "t")
+    assert "\n" not in str(e.value) and "trainer_interface" not in str(e.value)

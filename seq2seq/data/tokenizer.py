@@ -104,9 +104,8 @@ def _train_spm(sentences: list[str], vocab_size: int, model_type: str, coverage:
             minloglevel=2,
         )
     except RuntimeError as e:
-        raise UserError(
-            f"SentencePiece training failed: {e}; try a smaller data.tokenizer.vocab_size"
-        ) from None
+        reason = str(e).split("] ")[-1].strip()  # SentencePiece's message, without its source location
+        raise UserError(f"SentencePiece training failed: {reason} (set data.tokenizer.vocab_size)") from None
     out.write_bytes(buffer.getvalue())
 
 
