@@ -85,7 +85,7 @@ class TrainerConfig:
 class DecodingConfig:
     beam_size: int = 1
     nbest: int = 1
-    alpha: float = 0.6
+    alpha: float = 1.0
     max_len_a: float = 1.5
     max_len_b: int = 10
     no_repeat_ngram_size: int = 0
