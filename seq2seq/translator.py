@@ -35,7 +35,6 @@ class Translator:
         self.model, self.tokenizer, self.cfg = model, tokenizer, decoding
         self.device, self.precision = torch.device(device), precision
         self.generator = None
-        self.truncated = 0
 
     def encode(self, sentences: list[str]) -> list[list[int]]:
         """Source ids, cut to the model's longest input (a warning says how many were cut)."""
@@ -45,7 +44,6 @@ class Translator:
             for i, row in enumerate(ids):
                 if len(row) > limit:
                     ids[i] = row[: limit - 1] + [EOS_ID]
-                    self.truncated += 1
                     log.warning(
                         "input %d has %d pieces; cut to the model's limit of %d", i + 1, len(row), limit
                     )
