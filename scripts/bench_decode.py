@@ -98,9 +98,8 @@ class FixedLength(Wrapper):
         return {"inner": self.model.init_state(memory), "emitted": 0}
 
     def step(self, tgt, state):
-        logits, inner = self.model.step(tgt, state["inner"])  # (B, V)
+        logits, inner = self.model.step(tgt, state["inner"])  # (B, V) a new tensor, ours to change
         if state["emitted"] < self.length:
-            logits = logits.clone()
             logits[:, EOS_ID] = -math.inf
         return logits, {"inner": inner, "emitted": state["emitted"] + 1}
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from seq2seq.decoding.beam import beam_search, block_repeated_ngrams
+from seq2seq.decoding.beam import beam_search, block_repeated_ngrams, topk_rows
 from seq2seq.decoding.common import length_penalty
 from seq2seq.decoding.greedy import greedy_search
 from seq2seq.decoding.sampling import sample
@@ -228,6 +228,21 @@ def test_beam_size_one_equals_greedy():
     # it only ever replaces greedy's hypothesis by a better-scoring one.
     for b, g in zip(beam_search(model, src, lengths, beam_size=1, alpha=1.0), greedy, strict=True):
         assert b[0].score >= g[0].log_prob / length_penalty(len(g[0].tokens) + 1, 1.0) - 1e-5
+
+
+@pytest.mark.parametrize("width", [8000, 8013])  # split into blocks of 64; no even split
+def test_blockwise_topk_equals_topk(width):
+    torch.manual_seed(0)
+    x = torch.randn(37, width)
+    x[0, :] = -math.inf  # a fully masked row
+    x[1, :-1] = -math.inf  # only the very last column is finite
+    x[2, ::2] = -math.inf
+    x[3, width - 5 :] = 10.0 + torch.arange(5.0)  # the best values all in the last block
+    values, ids = topk_rows(x, 10)
+    ref_values, ref_ids = x.topk(10, dim=-1)
+    assert torch.equal(values, ref_values)
+    assert torch.equal(ids[2:], ref_ids[2:])  # rows 0 and 1 tie at -inf, the ids may differ
+    assert torch.equal(x.gather(1, ids), values)
 
 
 def test_block_repeated_ngrams_by_hand():

@@ -9,6 +9,7 @@ import torch
 
 from seq2seq.loss import label_smoothed_cross_entropy
 from seq2seq.models import Transformer
+from seq2seq.models.base import map_state
 from seq2seq.special import BOS_ID, EOS_ID, PAD_ID
 
 
@@ -56,7 +57,7 @@ def test_step_does_not_change_its_input_state():
     model = tiny().eval()
     src, lengths, _ = toy_batch()
     state = model.init_state(model.encode(src, lengths))
-    before = {k: [t.clone() for t in v] if isinstance(v, list) else v.clone() for k, v in state.items()}
+    before = map_state(state, torch.clone)
     model.step(torch.full((3,), BOS_ID), state)
     assert all(torch.equal(a, b) for a, b in zip(state["self_k"], before["self_k"], strict=True))
     assert torch.equal(state["pos"], before["pos"])
@@ -107,17 +108,26 @@ def test_label_smoothing_against_hand_computation():
     assert nll.item() == pytest.approx(math.log(4), abs=1e-6)
 
 
-def test_reorder_within_sentences_equals_a_full_reorder():
-    from seq2seq.models.base import EncoderDecoder
-
+def test_beams_share_their_sentences_cross_attention():
+    """Rows grouped by sentence keep one copy of its cross-attention keys/values; any
+    reorder (within sentences, dropping sentences, or ungrouped) gives the logits of
+    a model that was given each row's sentence as its own batch row."""
     model = tiny().eval()
     src, lengths, tgt_in = toy_batch()
     state = model.init_state(model.encode(src, lengths))
     beams = model.reorder_state(state, torch.tensor([0, 0, 1, 1, 2, 2]))  # two rows per sentence
+    assert beams["group"] == 2 and beams["cross_k"][0] is state["cross_k"][0]  # not copied
     _, beams = model.step(tgt_in[[0, 0, 1, 1, 2, 2], 0], beams)
-    for index in (torch.tensor([1, 0, 2, 2, 5, 4]), torch.tensor([0, 1, 4, 5])):  # same sentences; fewer
+    for index, group in (
+        (torch.tensor([1, 0, 2, 2, 5, 4]), 2),  # same sentences, beams swapped
+        (torch.tensor([0, 1, 4, 5]), 2),  # sentence 1 finished
+        (torch.tensor([0, 2, 3, 3, 5]), 1),  # uneven: one copy per row
+    ):
         fast = model.reorder_state(beams, index)
-        full = EncoderDecoder.reorder_state(model, beams, index)
-        a, _ = model.step(tgt_in[index // 2, 1], fast)
-        b, _ = model.step(tgt_in[index // 2, 1], full)
-        torch.testing.assert_close(a, b, atol=0, rtol=0)
+        assert fast["group"] == group and fast["cross_k"][0].size(0) == len(index) // group
+        rows = index // 2  # the sentence of each new row
+        alone = model.init_state(model.encode(src[rows], lengths[rows]))
+        _, alone = model.step(tgt_in[rows, 0], alone)
+        a, _ = model.step(tgt_in[rows, 1], fast)
+        b, _ = model.step(tgt_in[rows, 1], alone)
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)

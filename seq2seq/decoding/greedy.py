@@ -9,7 +9,7 @@ from seq2seq.models.base import EncoderDecoder
 from seq2seq.special import BOS_ID, EOS_ID
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def greedy_search(
     model: EncoderDecoder,
     src: torch.Tensor,

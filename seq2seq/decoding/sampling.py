@@ -69,7 +69,7 @@ def sampling_probs(logits: torch.Tensor, temperature: float, top_k: int, top_p: 
     return torch.softmax(logits, dim=-1)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def sample(
     model: EncoderDecoder,
     src: torch.Tensor,

@@ -45,11 +45,18 @@ def make_embedding(vocab_size: int, emb_size: int) -> nn.Embedding:
 
 
 def make_rnn(cell: str, input_size: int, hidden_size: int, num_layers: int, dropout: float, **kwargs):
-    """A batch-first ``nn.GRU`` or ``nn.LSTM``, dropout between its layers."""
+    """A batch-first ``nn.GRU`` or ``nn.LSTM``, dropout between its layers; an LSTM's
+    forget gates start with bias 1."""
     if cell not in RNN_CELLS:
         raise ValueError(f"unknown cell {cell!r}; choose one of {', '.join(RNN_CELLS)}")
     dropout = dropout if num_layers > 1 else 0.0
-    return RNN_CELLS[cell](input_size, hidden_size, num_layers, batch_first=True, dropout=dropout, **kwargs)
+    rnn = RNN_CELLS[cell](input_size, hidden_size, num_layers, batch_first=True, dropout=dropout, **kwargs)
+    if cell == "lstm":  # forget-gate bias 1 (Jozefowicz et al., 2015): remember by default early on
+        for name, bias in rnn.named_parameters():
+            if name.startswith("bias_ih"):  # gates i, f, g, o; bias_hh adds its own (small) bias
+                with torch.no_grad():
+                    bias[hidden_size : 2 * hidden_size].fill_(1.0)
+    return rnn
 
 
 class RecurrentEncoder(nn.Module):

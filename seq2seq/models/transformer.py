@@ -4,6 +4,12 @@
 cross-attention keys and values from the memory once per sentence; ``step``
 feeds one token and appends its self-attention keys and values to the cache
 carried in the returned state, so no step re-runs the prefix.
+
+Beams share their sentence's cross-attention keys and values. The state keeps
+them once per source sentence, and the decoder rows of one sentence sit side
+by side, ``group`` of them: row ``r`` belongs to sentence ``r // group``. Cross-
+attention then stacks a sentence's rows as extra query positions,
+(N * group, 1, D) -> (N, group, D), so no beam copies the memory.
 """
 
 from __future__ import annotations
@@ -48,13 +54,16 @@ class Attention(nn.Module):
         k, v = self.in_proj(memory).chunk(2, dim=-1)
         return self.split(k), self.split(v)
 
-    def forward(self, x, mask=None, kv=None, cache=None, need_weights=False):
+    def forward(self, x, mask=None, kv=None, cache=None, need_weights=False, group=1):
         """Attend from x (B, T, D).
 
-        mask: (B, 1, 1, S) True where a key may be attended (None: causal self-attention).
-        kv: precomputed cross-attention (k, v); cache: self-attention (k, v) of earlier steps.
+        mask: (B / group, 1, 1, S) True where a key may be attended (None: causal self-attention).
+        kv: precomputed cross-attention (k, v), each (B / group, h, S, d), shared by ``group``
+        consecutive rows of x; cache: self-attention (k, v) of earlier steps.
         Returns the output (B, T, D), the (k, v) to cache, and (B, h, T, S) weights if asked.
         """
+        B, T, D = x.shape
+        x = x.reshape(B // group, group * T, D)  # (N, G * T, D) a sentence's rows as one sequence
         if kv is None:
             q, k, v = (self.split(t) for t in self.in_proj(x).chunk(3, dim=-1))
             if cache is not None:
@@ -72,8 +81,10 @@ class Attention(nn.Module):
         else:
             drop = self.dropout if self.training else 0.0
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, is_causal=causal)
-        B, h, T, d = y.shape
-        y = y.transpose(1, 2).reshape(B, T, h * d)  # (B, T, D)
+        y = y.transpose(1, 2).reshape(B, T, D)  # (N, h, G * T, d) -> (B, T, D)
+        if weights is not None:
+            N, h, _, S = weights.shape
+            weights = weights.view(N, h, group, T, S).transpose(1, 2).reshape(B, h, T, S)  # (B, h, T, S)
         return self.out(y), (k, v), weights
 
 
@@ -97,16 +108,24 @@ class Layer(nn.Module):
         y, *extra = fn(x)
         return self.norms[i](x + self.drop(y)), extra
 
-    def forward(self, x, self_mask=None, cross_kv=None, cross_mask=None, cache=None, need_weights=False):
-        """x: (B, T, D). Returns (B, T, D), this layer's self-attention (k, v) and cross weights."""
+    def forward(
+        self, x, self_mask=None, cross_kv=None, cross_mask=None, cache=None, need_weights=False, group=1
+    ):
+        """x: (B, T, D). Returns (B, T, D), this layer's self-attention (k, v) and cross weights.
+
+        ``group`` consecutive rows of x share one row of ``cross_kv`` and ``cross_mask``.
+        """
         x, (kv, _) = self.sublayer(0, x, lambda h: self.self_attn(h, self_mask, cache=cache))
         weights = None
         if self.cross_attn is not None:
             x, (_, weights) = self.sublayer(
-                1, x, lambda h: self.cross_attn(h, cross_mask, kv=cross_kv, need_weights=need_weights)
+                1, x, lambda h: self.cross_attn(h, cross_mask, cross_kv, None, need_weights, group)
             )
         x, _ = self.sublayer(len(self.norms) - 1, x, lambda h: (self.ffn(h),))
         return x, kv, weights
+
+
+_ROW_KEYS = ("self_k", "self_v", "pos")  # state entries with one row per decoder row
 
 
 class Transformer(EncoderDecoder):
@@ -187,12 +206,18 @@ class Transformer(EncoderDecoder):
         return {"memory": self.encoder_norm(x), "src_mask": src_mask}
 
     def init_state(self, memory: State) -> State:
-        """Cross-attention keys/values per layer, an empty self-attention cache, position 0."""
+        """Decoder state before the first token.
+
+        Per source sentence (N rows): "src_mask" (N, S) and, per layer, "cross_k" and
+        "cross_v" (N, h, S, d). Per decoder row (B = N * group rows): the self-attention
+        cache "self_k", "self_v" (B, h, t, d) per layer and the next position "pos" (B,).
+        "group": decoder rows per sentence (see the module docstring).
+        """
         B = memory["memory"].size(0)
         cross = [layer.cross_attn.keys_values(memory["memory"]) for layer in self.decoder]
         empty = memory["memory"].new_zeros(B, self.heads, 0, self.d_model // self.heads)  # (B, h, 0, d)
         return {
-            "source": torch.arange(B, device=empty.device),  # (B,) source sentence of each row
+            "group": 1,
             "src_mask": memory["src_mask"],
             "cross_k": [k for k, _ in cross],
             "cross_v": [v for _, v in cross],
@@ -202,16 +227,27 @@ class Transformer(EncoderDecoder):
         }
 
     def reorder_state(self, state: State, index: torch.Tensor) -> State:
-        """Like the base class, but the cross-attention keys/values and the source
-        mask, which depend only on a row's source sentence, are not copied when
-        every row keeps its sentence (beam search between finished sentences)."""
-        source = state["source"].index_select(0, index)
-        same = source.shape == state["source"].shape and torch.equal(source, state["source"])
-        shared = ("cross_k", "cross_v", "src_mask") if same else ()
-        return {
-            key: value if key in shared else map_state(value, lambda t: t.index_select(0, index))
-            for key, value in state.items()
+        """Select decoder rows by ``index`` (B',); the per-sentence part follows.
+
+        When the new rows come in runs of equal length, one run per sentence (beam
+        search always selects rows that way), the sentences' cross-attention keys
+        and values are kept once per run, and not copied at all if every sentence
+        stays. Otherwise each row gets its own copy (group 1).
+        """
+        rows = {key: map_state(state[key], lambda t: t.index_select(0, index)) for key in _ROW_KEYS}
+        source = torch.div(index, state["group"], rounding_mode="floor")  # (B',) sentence of each row
+        runs, counts = torch.unique_consecutive(source, return_counts=True)  # (N',), (N',)
+        group = int(counts[0]) if counts.numel() and bool((counts == counts[0]).all()) else 1
+        sentences = runs if group > 1 else source  # (B' / group,)
+        num_sentences = state["src_mask"].size(0)
+        unchanged = sentences.numel() == num_sentences and torch.equal(
+            sentences, torch.arange(num_sentences, device=sentences.device)
+        )
+        per_sentence = {
+            key: state[key] if unchanged else map_state(state[key], lambda t: t.index_select(0, sentences))
+            for key in ("src_mask", "cross_k", "cross_v")
         }
+        return {**rows, **per_sentence, "group": group}
 
     def decode(self, tgt: torch.Tensor, state: State, need_weights: bool = False):
         """Run the decoder on tgt (B, T) after the cached prefix in ``state``.
@@ -219,7 +255,7 @@ class Transformer(EncoderDecoder):
         Returns (B, T, D) outputs, the new state and the chosen layer's
         cross-attention (B, h, T, S) when ``need_weights``.
         """
-        cross_mask = state["src_mask"][:, None, None, :]  # (B, 1, 1, S)
+        cross_mask = state["src_mask"][:, None, None, :]  # (N, 1, 1, S)
         x = self.embed(self.tgt_embed, tgt, state["pos"])
         first = state["self_k"][0].size(2) == 0 and tgt.size(1) > 1  # full sequence: causal mask
         chosen = range(len(self.decoder))[self.attention_layer]
@@ -227,7 +263,7 @@ class Transformer(EncoderDecoder):
         for i, layer in enumerate(self.decoder):
             cache = None if first else (state["self_k"][i], state["self_v"][i])
             kv = (state["cross_k"][i], state["cross_v"][i])
-            x, (k, v), w = layer(x, None, kv, cross_mask, cache, need_weights and i == chosen)
+            x, (k, v), w = layer(x, None, kv, cross_mask, cache, need_weights and i == chosen, state["group"])
             new_k.append(k)
             new_v.append(v)
             weights = w if w is not None else weights
