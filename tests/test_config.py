@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from seq2seq.config import CONFIG_DIR, check, model_choices
 from seq2seq.errors import UserError
@@ -36,6 +37,18 @@ def test_defaults_are_the_embedded_corpus_and_greedy_validation():
     assert cfg.data.train.src.endswith("data/multi30k/train.de.gz")
     assert cfg.data.test.tgt.endswith("data/multi30k/test_2016_flickr.en.gz")
     assert cfg.decoding.beam_size == 1 and "model" not in composed()
+
+
+def test_recurrent_presets_bring_their_optimiser_and_the_command_line_wins():
+    rnn = OmegaConf.load(CONFIG_DIR / "optim" / "adam_rnn.yaml")
+    adam = OmegaConf.load(CONFIG_DIR / "optim" / "adam.yaml")
+    assert rnn.lr != adam.lr
+    for name in ("gru_bahdanau", "lstm_luong"):
+        assert composed(f"+model={name}").optim == rnn
+        assert composed(f"+model={name}", "optim=adam").optim == adam
+        assert composed(f"+model={name}", "optim.lr=0.5").optim.lr == 0.5
+        assert "defaults" not in composed(f"+model={name}").model
+    assert composed("+model=transformer").optim == adam
 
 
 def test_unknown_keys_are_rejected():

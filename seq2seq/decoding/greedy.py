@@ -36,7 +36,7 @@ def greedy_search(
     alive = torch.arange(batch_size, device=src.device)  # (b,) original row of each live row
     prev = torch.full((batch_size,), BOS_ID, dtype=torch.long, device=src.device)
     outputs: list[list[int]] = [[] for _ in range(batch_size)]
-    log_probs = torch.zeros(batch_size, dtype=torch.float64)
+    log_probs = [0.0] * batch_size  # summed in Python floats (double precision)
 
     for t in range(int(limits.max())):
         logits, state = model.step(prev, state)  # (b, V)
@@ -57,4 +57,4 @@ def greedy_search(
             state = model.reorder_state(state, keep)
             alive, best = alive[keep], best[keep]
         prev = best
-    return [[Hypothesis(outputs[i], float(log_probs[i]), float(log_probs[i]))] for i in range(batch_size)]
+    return [[Hypothesis(outputs[i], log_probs[i], log_probs[i])] for i in range(batch_size)]
