@@ -47,6 +47,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from seq2seq.config import model_preset
 from seq2seq.data.batching import pad
 from seq2seq.models.base import EncoderDecoder, State
 from seq2seq.special import BOS_ID, EOS_ID, PAD_ID
@@ -193,7 +194,7 @@ def build_preset(backend: str) -> EncoderDecoder:
     """A randomly initialised model of ``configs/model/<backend>.yaml`` (eval mode)."""
     from hydra.utils import instantiate
 
-    cfg = OmegaConf.load(ROOT / "configs" / "model" / f"{backend}.yaml")
+    cfg = model_preset(backend)
     return instantiate(cfg, src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, shared_vocab=True).eval()
 
 
@@ -203,7 +204,7 @@ def build_marian():
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    model = OmegaConf.load(ROOT / "configs" / "model" / "transformer.yaml")
+    model = model_preset("transformer")
     config = MarianConfig(
         vocab_size=VOCAB,
         d_model=model.d_model,

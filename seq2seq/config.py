@@ -104,6 +104,14 @@ def model_choices() -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 
 
+def model_preset(name: str) -> DictConfig:
+    """The constructor arguments of ``configs/model/NAME.yaml``, read without Hydra
+    (its ``defaults`` list, which picks other groups, left out)."""
+    cfg = OmegaConf.load(CONFIG_DIR / "model" / f"{name}.yaml")
+    cfg.pop("defaults", None)
+    return cfg
+
+
 def check(cfg: DictConfig, groups=("data", "optim", "trainer", "decoding")) -> DictConfig:
     """Validate the named groups against their schemas; resolve interpolations.
 

@@ -213,7 +213,7 @@ def test_finished_sentences_leave_the_batch():
     model = ScriptedModel(lambda src, prefix: table_policy(quick if src == (4,) else slow)(src, prefix))
     src, lengths = batch([4], [5])
     beam_search(model, src, lengths, beam_size=2, alpha=0.0)
-    assert model.batch_sizes == [4, 2, 2]
+    assert model.batch_sizes == [2, 2, 2]  # one row per sentence first; then the slow one's 2 beams
 
 
 def test_beam_size_one_equals_greedy():

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
+from seq2seq.config import model_preset
 from seq2seq.models.recurrent import RecurrentEncoderDecoder
 from seq2seq.special import BOS_ID, EOS_ID, PAD_ID
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
 ATTENTIONS = ["bahdanau", "dot", "general", "concat", "local"]
 CELLS = ["gru", "lstm"]
 VOCAB = 13
@@ -155,9 +152,9 @@ def toy_pairs():
     return src, torch.tensor([len(s) + 1 for s in sources]), tgt_in, tgt_out
 
 
-@pytest.mark.parametrize("preset", ["gru_bahdanau.yaml", "lstm_luong.yaml"])
+@pytest.mark.parametrize("preset", ["gru_bahdanau", "lstm_luong"])
 def test_preset_overfits_toy_pairs(preset):
-    config = OmegaConf.load(CONFIGS / preset)
+    config = model_preset(preset)
     config.update(emb_size=32, hidden_size=32, dropout=0.0)
     torch.manual_seed(0)
     model = instantiate(config, src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, shared_vocab=True)

@@ -3,6 +3,8 @@
 All sentences of a batch are searched at once: the decoder runs on ``B * K``
 rows (row ``j * K + k`` is beam ``k`` of sentence ``j``), and each step picks the
 best continuations of a sentence with one ``topk`` over its ``K * V`` candidates.
+The first step runs one row per sentence, since all its beams would start from
+the same BOS; its K best continuations become the K beams.
 
 Scoring
     The log-probability of a hypothesis is the sum of its token log-probabilities
@@ -108,21 +110,21 @@ def top_candidates(scores: torch.Tensor, log_probs: torch.Tensor, num: int):
     """The ``num`` best one-token extensions of every sentence's beams.
 
     Args:
-        scores: (b, K) log-probs of the live beams (-inf for dead beams).
-        log_probs: (b * K, V) next-token log-probabilities of each beam.
+        scores: (b, W) log-probs of each sentence's W live beams (-inf for dead beams).
+        log_probs: (b * W, V) next-token log-probabilities of each beam.
         num: how many candidates to keep per sentence.
     Returns:
         cand_scores, cand_beams, cand_tokens: (b, num) each, best first; the
-        total log-prob, the beam (0..K-1) extended and the token appended.
+        total log-prob, the beam (0..W-1) extended and the token appended.
     """
-    b, k = scores.shape
+    b, w = scores.shape
     n = min(num, log_probs.size(-1))
     # A sentence's best candidates are among each beam's own n best tokens, and a
     # beam's order of tokens does not depend on its score: two small top-k's.
-    row_lp, row_tokens = topk_rows(log_probs, n)  # (b * K, n)
-    total = (scores.reshape(b * k, 1) + row_lp).view(b, k * n)  # (b, K * n)
-    cand_scores, flat = total.topk(min(num, k * n), dim=-1)  # (b, num)
-    return cand_scores, flat // n, row_tokens.view(b, k * n).gather(1, flat)
+    row_lp, row_tokens = topk_rows(log_probs, n)  # (b * W, n)
+    total = (scores.reshape(b * w, 1) + row_lp).view(b, w * n)  # (b, W * n)
+    cand_scores, flat = total.topk(min(num, w * n), dim=-1)  # (b, num)
+    return cand_scores, flat // n, row_tokens.view(b, w * n).gather(1, flat)
 
 
 def first_non_eos(cand_scores, cand_beams, cand_tokens, k: int):
@@ -146,7 +148,7 @@ def collect_finished(cands, tokens, alive, k: int, nbest: int, alpha: float, fin
 
     Args:
         cands: (cand_scores, cand_beams, cand_tokens), each (b, 2K), best first.
-        tokens: (b * K, t) tokens of the beams before this step.
+        tokens: (b * W, t) tokens of the W beams of each sentence before this step.
         alive: (b,) original sentence index of each row of ``cands``.
         finished: per original sentence, hypotheses best first; at most
             ``nbest`` are kept.
@@ -158,7 +160,8 @@ def collect_finished(cands, tokens, alive, k: int, nbest: int, alpha: float, fin
     if not bool(is_final.any()):
         return set()
     sent_idx, cand_idx = is_final.nonzero(as_tuple=True)  # (E,), (E,)
-    rows = sent_idx * k + cand_beams[sent_idx, cand_idx]  # (E,)
+    width = tokens.size(0) // cand_scores.size(0)  # W beams per sentence
+    rows = sent_idx * width + cand_beams[sent_idx, cand_idx]  # (E,)
     sentences = alive[sent_idx.cpu()].tolist()
     seqs = tokens[rows].tolist()
     log_probs = cand_scores[sent_idx, cand_idx].tolist()
@@ -202,24 +205,25 @@ def beam_search(
     limits = max_output_lengths(src_lengths, max_len_a, max_len_b, model.max_positions).cpu()  # (B,)
     max_penalty = length_penalty(limits, alpha)  # (B,) float64, penalty at the length limit
 
+    # The first step runs one row per sentence (all its beams would start alike);
+    # its best K continuations become the K beams. W below is the beams per sentence.
     state = model.init_state(model.encode(src, src_lengths))
-    state = model.reorder_state(state, torch.arange(batch_size, device=device).repeat_interleave(k))
     alive = torch.arange(batch_size)  # (b,) original sentence of each live sentence (CPU)
-    scores = torch.full((batch_size, k), -math.inf, device=device)  # (b, K)
-    scores[:, 0] = 0.0  # only the first beam is live at the start: no duplicate hypotheses
-    tokens = torch.empty(batch_size * k, 0, dtype=torch.long, device=device)  # (b * K, t)
-    prev = torch.full((batch_size * k,), BOS_ID, dtype=torch.long, device=device)  # (b * K,)
+    scores = torch.zeros(batch_size, 1, device=device)  # (b, W) log-probs of the live beams
+    tokens = torch.empty(batch_size, 0, dtype=torch.long, device=device)  # (b * W, t)
+    prev = torch.full((batch_size,), BOS_ID, dtype=torch.long, device=device)  # (b * W,)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
     threshold = torch.full((batch_size,), -math.inf, dtype=torch.float64)  # (B,) nbest-th score
 
     for t in range(int(limits.max())):
-        logits, state = model.step(prev, state)  # (b * K, V)
-        log_probs = torch.log_softmax(logits.float(), dim=-1)  # (b * K, V)
+        width = scores.size(1)  # W
+        logits, state = model.step(prev, state)  # (b * W, V)
+        log_probs = torch.log_softmax(logits.float(), dim=-1)  # (b * W, V)
         if no_repeat_ngram_size > 0:
             log_probs = block_repeated_ngrams(log_probs, tokens, no_repeat_ngram_size)
         at_limit = (t + 1) >= limits[alive]  # (b,) this token must be EOS
         if at_limit.any():
-            log_probs = force_eos(log_probs, at_limit.to(device).repeat_interleave(k))
+            log_probs = force_eos(log_probs, at_limit.to(device).repeat_interleave(width))
 
         cands = top_candidates(scores, log_probs, 2 * k)  # 3 x (b, 2K)
         new_events = collect_finished(cands, tokens, alive, k, nbest, alpha, finished)
@@ -236,7 +240,7 @@ def beam_search(
         if keep.numel() == 0:
             break
         keep_dev = keep.to(device)
-        rows = (keep_dev[:, None] * k + beams[keep_dev]).view(-1)  # (b' * K,) rows to extend
+        rows = (keep_dev[:, None] * width + beams[keep_dev]).view(-1)  # (b' * K,) rows to extend
         state = model.reorder_state(state, rows)
         prev = next_tokens[keep_dev].view(-1)  # (b' * K,)
         tokens = torch.cat([tokens[rows], prev[:, None]], dim=1)  # (b' * K, t + 1)
