@@ -30,31 +30,33 @@ def greedy_search(
     Returns:
         for each sentence, a list holding its one ``Hypothesis``.
     """
-    batch_size = src.size(0)
-    limits = max_output_lengths(src_lengths, max_len_a, max_len_b, model.max_positions).to(src.device)
+    batch_size, device = src.size(0), src.device
+    limits = max_output_lengths(src_lengths, max_len_a, max_len_b, model.max_positions).to(device)
     state = model.init_state(model.encode(src, src_lengths))
-    alive = torch.arange(batch_size, device=src.device)  # (b,) original row of each live row
-    prev = torch.full((batch_size,), BOS_ID, dtype=torch.long, device=src.device)
-    outputs: list[list[int]] = [[] for _ in range(batch_size)]
-    log_probs = [0.0] * batch_size  # summed in Python floats (double precision)
+    alive = torch.arange(batch_size, device=device)  # (b,) original row of each live row
+    prev = torch.full((batch_size,), BOS_ID, dtype=torch.long, device=device)  # (b,)
+    tokens = torch.empty(batch_size, 0, dtype=torch.long, device=device)  # (b, t) tokens so far
+    totals = torch.zeros(batch_size, dtype=torch.float64, device=device)  # (b,) summed log-probs
+    hyps: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
 
     for t in range(int(limits.max())):
         logits, state = model.step(prev, state)  # (b, V)
-        step_lp = torch.log_softmax(logits.float(), dim=-1)
+        step_lp = torch.log_softmax(logits.float(), dim=-1)  # (b, V)
         best_lp, best = step_lp.max(dim=-1)  # (b,), (b,)
-        last = (t + 1) >= limits.index_select(0, alive)
+        last = (t + 1) >= limits.index_select(0, alive)  # (b,) at the length limit: EOS
         best = torch.where(last, torch.full_like(best, EOS_ID), best)
         best_lp = torch.where(last, step_lp[:, EOS_ID], best_lp)
-        rows = alive.tolist()
-        for i, (token, lp) in enumerate(zip(best.tolist(), best_lp.tolist(), strict=True)):
-            log_probs[rows[i]] += lp
-            if token != EOS_ID:
-                outputs[rows[i]].append(token)
-        keep = (best != EOS_ID).nonzero().squeeze(1)  # (b',)
-        if keep.numel() == 0:
-            break
-        if keep.numel() < alive.numel():
+        totals = totals + best_lp.double()
+        ended = best == EOS_ID  # (b,)
+        if bool(ended.any()):
+            for i in ended.nonzero().squeeze(1).tolist():
+                total = float(totals[i])
+                hyps[int(alive[i])] = [Hypothesis(tokens[i].tolist(), total, total)]
+            keep = (~ended).nonzero().squeeze(1)  # (b',)
+            if keep.numel() == 0:
+                break
             state = model.reorder_state(state, keep)
-            alive, best = alive[keep], best[keep]
+            alive, best, tokens, totals = alive[keep], best[keep], tokens[keep], totals[keep]
+        tokens = torch.cat([tokens, best[:, None]], dim=1)  # (b, t + 1)
         prev = best
-    return [[Hypothesis(outputs[i], log_probs[i], log_probs[i])] for i in range(batch_size)]
+    return hyps
