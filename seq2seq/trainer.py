@@ -96,7 +96,8 @@ def encode_pairs(tokenizer, src_lines, tgt_lines, max_len: int):
 
 
 def previous_run(ckpt_dir: Path, config: dict) -> dict | None:
-    """The run directory's ``last.pt``, checked to belong to the same model and data."""
+    """The run directory's ``last.pt``, checked to belong to the same model and data
+    (other optimiser settings are allowed and logged)."""
     path = ckpt_dir / "last.pt"
     if not path.exists():
         return None
@@ -107,6 +108,10 @@ def previous_run(ckpt_dir: Path, config: dict) -> dict | None:
                 f"{path} was trained with other {group}.* settings; train into a new hydra.run.dir "
                 f"or use the same settings to resume"
             )
+    changed = sorted(k for k in config["optim"] if ckpt["config"]["optim"].get(k) != config["optim"][k])
+    if changed:  # allowed, but said: the schedule continues from the saved state
+        keys = ", ".join(changed)
+        log.warning("resuming with other optim settings than %s was trained with: %s", path, keys)
     return ckpt
 
 

@@ -24,11 +24,11 @@ def tensorboard_tags(folder) -> set[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def trained(tiny_corpus, tmp_path_factory):
-    """A Transformer trained for 4 steps, then resumed to 6."""
+    """A Transformer trained for 4 steps, then resumed to 6 with another clip norm."""
     work = tmp_path_factory.mktemp("work")
     args = [*tiny_overrides(tiny_corpus), "hydra.run.dir=run"]
     first = run_cli("train", *args, cwd=work)
-    resumed = run_cli("train", *args, "trainer.max_steps=6", cwd=work)
+    resumed = run_cli("train", *args, "trainer.max_steps=6", "optim.clip_norm=0.5", cwd=work)
     return work, first, resumed
 
 
@@ -64,6 +64,7 @@ def test_train_writes_the_run_directory(trained):
 def test_train_again_resumes_from_last(trained):
     work, _, resumed = trained
     assert "resuming from" in resumed.stderr and "at step 4" in resumed.stderr
+    assert "resuming with other optim settings than" in resumed.stderr and ": clip_norm" in resumed.stderr
     assert "validation at step 6" in resumed.stderr
     ckpt = torch.load(work / "run/checkpoints/last.pt", weights_only=True)
     assert ckpt["progress"]["step"] == 6

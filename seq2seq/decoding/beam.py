@@ -2,7 +2,8 @@
 
 All sentences of a batch are searched at once: the decoder runs on ``B * K``
 rows (row ``j * K + k`` is beam ``k`` of sentence ``j``), and each step picks the
-best continuations of a sentence with one ``topk`` over its ``K * V`` candidates.
+best continuations of a sentence among its ``K * V`` candidates (a top-k per
+beam, then one over the sentence's ``K * 2K`` survivors).
 The first step runs one row per sentence, since all its beams would start from
 the same BOS; its K best continuations become the K beams.
 
@@ -87,7 +88,8 @@ def topk_rows(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     blocks at least as large in front of it), so one cheap max per block, a
     top-k over the block maxima and a top-k over k blocks replace a top-k over
     the whole row. The values equal ``x.topk``'s; among tied values the indices
-    may differ. Rows whose width has no divisor between 16 and 64 use ``x.topk``.
+    may differ. Widths with no divisor between 16 and 64, or fewer than 4k
+    blocks, use ``x.topk``.
 
     Args:
         x: (R, V) contiguous scores; k: how many to keep (k <= V).

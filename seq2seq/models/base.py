@@ -5,10 +5,12 @@ sampling), evaluation and translation use only ``encode``, ``init_state``,
 ``step`` and ``reorder_state``, so they never need to know which architecture
 they drive.
 
-A decoder *state* is a plain dict whose values are tensors (or lists of
-tensors) with the batch in dimension 0. ``step`` returns a new state instead of
-storing anything on the module, and ``reorder_state`` selects rows of every
-tensor in it, which is all beam search needs.
+A decoder *state* is a plain dict of tensors (or lists of tensors) with the
+batch in dimension 0, and of plain values. ``step`` returns a new state instead
+of storing anything on the module, and ``reorder_state`` selects its rows, which
+is all beam search needs. A model may keep parts of its state once per source
+sentence rather than once per row (the Transformer does, for its cross-attention
+keys and values); it then overrides ``reorder_state``.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ class EncoderDecoder(nn.Module):
     """Base class of the models in ``seq2seq.models``.
 
     Subclasses implement ``encode``, ``init_state``, ``step`` and
-    ``forward``; ``reorder_state`` works for any state that follows the
-    batch-first convention above.
+    ``features``/``project``; the default ``reorder_state`` works for any state
+    whose tensors all have one row per decoder row.
     """
 
     def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> State:

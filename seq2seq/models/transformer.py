@@ -73,7 +73,7 @@ class Attention(nn.Module):
         causal = mask is None and cache is None and q.size(2) > 1
         weights = None
         if need_weights:
-            scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, h, T, S)
+            scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (N, h, G * T, S)
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))
             weights = scores.float().softmax(dim=-1)
