@@ -408,40 +408,30 @@ def train_with(corpus, cwd: Path, *extra: str):
     return run_cli("train", *tiny_overrides(corpus), "hydra.run.dir=run", *extra, cwd=cwd, check=False)
 
 
+def train_on(corpus, tmp_path: Path, name: str, src: bytes, tgt: bytes):
+    """Train with ``name``.de / ``name``.en, holding these bytes, as the training split."""
+    (tmp_path / f"{name}.de").write_bytes(src)
+    (tmp_path / f"{name}.en").write_bytes(tgt)
+    paths = (f"data.train.src={tmp_path / name}.de", f"data.train.tgt={tmp_path / name}.en")
+    return train_with(corpus, tmp_path, *paths)
+
+
 def test_empty_corpus(tiny_corpus, tmp_path):
     """Empty training files: one error line saying the corpus is empty."""
-    (tmp_path / "empty.de").write_text("")
-    (tmp_path / "empty.en").write_text("")
-    proc = train_with(
-        tiny_corpus,
-        tmp_path,
-        f"data.train.src={tmp_path / 'empty.de'}",
-        f"data.train.tgt={tmp_path / 'empty.en'}",
-    )
+    proc = train_on(tiny_corpus, tmp_path, "empty", b"", b"")
     assert_one_error(proc, "empty.de", "empty")
     assert not (tmp_path / "run/checkpoints").exists()
 
 
 def test_line_count_mismatch_names_both_counts(tiny_corpus, tmp_path):
     """3 source lines against 5 target lines: the message gives both counts."""
-    (tmp_path / "a.de").write_text("eins\nzwei\ndrei\n")
-    (tmp_path / "a.en").write_text("one\ntwo\nthree\nfour\nfive\n")
-    proc = train_with(
-        tiny_corpus, tmp_path, f"data.train.src={tmp_path / 'a.de'}", f"data.train.tgt={tmp_path / 'a.en'}"
-    )
+    proc = train_on(tiny_corpus, tmp_path, "a", b"eins\nzwei\ndrei\n", b"one\ntwo\nthree\nfour\nfive\n")
     assert_one_error(proc, "has 3 lines", "has 5")
 
 
 def test_invalid_utf8_names_file_and_line(tiny_corpus, tmp_path):
     """A byte that is not UTF-8 on line 2 of the training source: the message names file:line."""
-    (tmp_path / "bad.de").write_bytes(b"ein Hund\nein \xff\xfe Hund\n")
-    (tmp_path / "bad.en").write_text("a dog\na dog\n")
-    proc = train_with(
-        tiny_corpus,
-        tmp_path,
-        f"data.train.src={tmp_path / 'bad.de'}",
-        f"data.train.tgt={tmp_path / 'bad.en'}",
-    )
+    proc = train_on(tiny_corpus, tmp_path, "bad", b"ein Hund\nein \xff\xfe Hund\n", b"a dog\na dog\n")
     assert_one_error(proc, f"{tmp_path / 'bad.de'}:2", "UTF-8")
 
 

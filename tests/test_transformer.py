@@ -10,6 +10,7 @@ import torch
 from seq2seq.loss import label_smoothed_cross_entropy
 from seq2seq.models import Transformer
 from seq2seq.models.base import map_state
+from seq2seq.models.transformer import rows_per_sentence
 from seq2seq.special import BOS_ID, EOS_ID, PAD_ID
 
 
@@ -116,7 +117,7 @@ def test_beams_share_their_sentences_cross_attention():
     src, lengths, tgt_in = toy_batch()
     state = model.init_state(model.encode(src, lengths))
     beams = model.reorder_state(state, torch.tensor([0, 0, 1, 1, 2, 2]))  # two rows per sentence
-    assert beams["group"] == 2 and beams["cross_k"][0] is state["cross_k"][0]  # not copied
+    assert rows_per_sentence(beams) == 2 and beams["cross_k"][0] is state["cross_k"][0]  # not copied
     _, beams = model.step(tgt_in[[0, 0, 1, 1, 2, 2], 0], beams)
     for index, group in (
         (torch.tensor([1, 0, 2, 2, 5, 4]), 2),  # same sentences, beams swapped
@@ -124,7 +125,7 @@ def test_beams_share_their_sentences_cross_attention():
         (torch.tensor([0, 2, 3, 3, 5]), 1),  # uneven: one copy per row
     ):
         fast = model.reorder_state(beams, index)
-        assert fast["group"] == group and fast["cross_k"][0].size(0) == len(index) // group
+        assert rows_per_sentence(fast) == group and fast["cross_k"][0].size(0) == len(index) // group
         rows = index // 2  # the sentence of each new row
         alone = model.init_state(model.encode(src[rows], lengths[rows]))
         _, alone = model.step(tgt_in[rows, 0], alone)

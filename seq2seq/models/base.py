@@ -6,7 +6,7 @@ sampling), evaluation and translation use only ``encode``, ``init_state``,
 they drive.
 
 A decoder *state* is a plain dict of tensors (or lists of tensors) with the
-batch in dimension 0, and of plain values. ``step`` returns a new state instead
+batch in dimension 0. ``step`` returns a new state instead
 of storing anything on the module, and ``reorder_state`` selects its rows, which
 is all beam search needs. A model may keep parts of its state once per source
 sentence rather than once per row (the Transformer does, for its cross-attention

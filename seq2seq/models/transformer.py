@@ -7,7 +7,8 @@ carried in the returned state, so no step re-runs the prefix.
 
 Beams share their sentence's cross-attention keys and values. The state keeps
 them once per source sentence, and the decoder rows of one sentence sit side
-by side, ``group`` of them: row ``r`` belongs to sentence ``r // group``. Cross-
+by side, ``group`` of them (rows / sentences, read off the state's shapes): row
+``r`` belongs to sentence ``r // group``. Cross-
 attention then stacks a sentence's rows as extra query positions,
 (N * group, 1, D) -> (N, group, D), so no beam copies the memory.
 """
@@ -128,6 +129,11 @@ class Layer(nn.Module):
 _ROW_KEYS = ("self_k", "self_v", "pos")  # state entries with one row per decoder row
 
 
+def rows_per_sentence(state: State) -> int:
+    """Decoder rows per source sentence: B rows of "pos" over N rows of "src_mask"."""
+    return max(1, state["pos"].size(0) // max(1, state["src_mask"].size(0)))
+
+
 class Transformer(EncoderDecoder):
     """Encoder-decoder Transformer with sinusoidal positions and tied embeddings.
 
@@ -211,13 +217,11 @@ class Transformer(EncoderDecoder):
         Per source sentence (N rows): "src_mask" (N, S) and, per layer, "cross_k" and
         "cross_v" (N, h, S, d). Per decoder row (B = N * group rows): the self-attention
         cache "self_k", "self_v" (B, h, t, d) per layer and the next position "pos" (B,).
-        "group": decoder rows per sentence (see the module docstring).
         """
         B = memory["memory"].size(0)
         cross = [layer.cross_attn.keys_values(memory["memory"]) for layer in self.decoder]
         empty = memory["memory"].new_zeros(B, self.heads, 0, self.d_model // self.heads)  # (B, h, 0, d)
         return {
-            "group": 1,
             "src_mask": memory["src_mask"],
             "cross_k": [k for k, _ in cross],
             "cross_v": [v for _, v in cross],
@@ -235,10 +239,10 @@ class Transformer(EncoderDecoder):
         stays. Otherwise each row gets its own copy (group 1).
         """
         rows = {key: map_state(state[key], lambda t: t.index_select(0, index)) for key in _ROW_KEYS}
-        source = torch.div(index, state["group"], rounding_mode="floor")  # (B',) sentence of each row
+        source = torch.div(index, rows_per_sentence(state), rounding_mode="floor")  # (B',) its sentence
         runs, counts = torch.unique_consecutive(source, return_counts=True)  # (N',), (N',)
-        group = int(counts[0]) if counts.numel() and bool((counts == counts[0]).all()) else 1
-        sentences = runs if group > 1 else source  # (B' / group,)
+        grouped = counts.numel() > 0 and bool((counts == counts[0]).all())
+        sentences = runs if grouped else source  # (B' / group,)
         num_sentences = state["src_mask"].size(0)
         unchanged = sentences.numel() == num_sentences and torch.equal(
             sentences, torch.arange(num_sentences, device=sentences.device)
@@ -247,7 +251,7 @@ class Transformer(EncoderDecoder):
             key: state[key] if unchanged else map_state(state[key], lambda t: t.index_select(0, sentences))
             for key in ("src_mask", "cross_k", "cross_v")
         }
-        return {**rows, **per_sentence, "group": group}
+        return {**rows, **per_sentence}
 
     def decode(self, tgt: torch.Tensor, state: State, need_weights: bool = False):
         """Run the decoder on tgt (B, T) after the cached prefix in ``state``.
@@ -259,11 +263,12 @@ class Transformer(EncoderDecoder):
         x = self.embed(self.tgt_embed, tgt, state["pos"])
         first = state["self_k"][0].size(2) == 0 and tgt.size(1) > 1  # full sequence: causal mask
         chosen = range(len(self.decoder))[self.attention_layer]
+        group = rows_per_sentence(state)
         new_k, new_v, weights = [], [], None
         for i, layer in enumerate(self.decoder):
             cache = None if first else (state["self_k"][i], state["self_v"][i])
             kv = (state["cross_k"][i], state["cross_v"][i])
-            x, (k, v), w = layer(x, None, kv, cross_mask, cache, need_weights and i == chosen, state["group"])
+            x, (k, v), w = layer(x, None, kv, cross_mask, cache, need_weights and i == chosen, group)
             new_k.append(k)
             new_v.append(v)
             weights = w if w is not None else weights
