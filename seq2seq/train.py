@@ -1,4 +1,8 @@
-"""``python -m seq2seq.train +model=NAME [key=value ...]``: train a model."""
+"""``python -m seq2seq.train +model=NAME [key=value ...]``: train a model.
+
+On several processes: ``torchrun --standalone --nproc_per_node=N -m seq2seq.train ...``
+(see ``seq2seq/distributed.py``).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from seq2seq import distributed
 from seq2seq.config import check, compose, require_model
 from seq2seq.errors import UserError
 
@@ -20,6 +25,8 @@ log = logging.getLogger("seq2seq.train")
 def _main(cfg: DictConfig) -> None:
     require_model(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if not distributed.is_main():  # the main process reports; the others only warn
+        logging.getLogger("seq2seq").setLevel(logging.WARNING)
     try:
         from seq2seq.trainer import train
 
@@ -34,13 +41,22 @@ def main() -> None:
     """Check the overrides first, so that a wrong model name or key is one line of
     error, then hand over to Hydra (which also runs ``-m`` sweeps)."""
     args = sys.argv[1:]
-    if not any(a.startswith("-") for a in args):
-        try:
-            compose("train", args, groups=("data", "optim", "trainer", "decoding"))
-        except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-    _main()
+    try:
+        if any(a.startswith("-") for a in args):  # Hydra flags such as -m: Hydra checks the rest
+            if distributed.launched():
+                raise UserError("torchrun runs one training; start sweeps (-m) without torchrun")
+        else:
+            cfg = compose("train", args, groups=("data", "optim", "trainer", "decoding"))
+            if distributed.launched():
+                distributed.init(cuda=distributed.wants_cuda(cfg.trainer.device))
+                sys.argv += distributed.run_dir_overrides(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        _main()
+    finally:
+        distributed.shutdown()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ Resuming is exact: a checkpoint holds the model, optimiser, schedule, gradient
 scaler, random state and the position in the epoch's batch order (which is a
 function of the seed and the epoch), so the steps after a resume are the steps
 an uninterrupted run would have taken.
+
+Under torchrun every process runs this loop on its share of the batches
+(``seq2seq/distributed.py``); only the main process validates, logs and saves.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import logging
 import math
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,10 +29,12 @@ import matplotlib.pyplot as plt
 import sacrebleu
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from seq2seq import __version__
+from seq2seq import __version__, distributed
 from seq2seq.checkpoint import (
     FORMAT,
     build_model,
@@ -115,30 +121,49 @@ def previous_run(ckpt_dir: Path, config: dict) -> dict | None:
     return ckpt
 
 
-def train_step(model, batch, optimizer, scheduler, scaler, cfg, device, precision):
-    """One optimiser step. Returns (loss per target token, gradient norm, target tokens).
-    The update is skipped, and the loss returned as NaN, when the loss or the
-    gradients are not finite."""
+class Objective(nn.Module):
+    """The training forward pass: logits of the target positions that are not padding.
+
+    DistributedDataParallel synchronises the gradients of what its wrapped module's
+    ``forward`` computes, so training calls this module, not the model's methods.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, src, src_lengths, tgt_in, keep):
+        """src (B, S), src_lengths (B,), tgt_in (B, T), keep (B, T) -> logits (N, V), N = keep.sum()."""
+        features = self.model.features(src, src_lengths, tgt_in)  # (B, T, D)
+        return self.model.project(features[keep])  # (N, V): padding skips the output layer
+
+
+def train_step(objective, batch, optimizer, scheduler, scaler, cfg, device, precision):
+    """One optimiser step. Returns (loss per target token, gradient norm, target tokens),
+    loss and tokens taken over every process's batch. The update is skipped, and the
+    loss returned as NaN, when the loss or the gradients are not finite."""
     keep = batch.tgt_out != PAD_ID  # (B, T)
+    tokens = distributed.all_sum([float(keep.sum())], device)[0]  # target tokens of all processes
     with autocast(device, precision):
-        features = model.features(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, D)
-        logits = model.project(features[keep])  # (N, V): padding skips the output layer
+        logits = objective(batch.src, batch.src_lengths, batch.tgt_in, keep)
     loss_sum, _ = label_smoothed_cross_entropy(logits, batch.tgt_out[keep], cfg.optim.label_smoothing)
-    tokens = int(keep.sum())
-    loss = loss_sum / tokens
     optimizer.zero_grad(set_to_none=True)
-    if not torch.isfinite(loss):
-        return loss.item(), float("nan"), tokens
-    scaler.scale(loss).backward()
+    # Gradient of the mean over all processes' tokens; DistributedDataParallel then
+    # averages the processes' gradients, hence the world size in the divisor.
+    scaler.scale(loss_sum / (tokens / distributed.world_size())).backward()
+    loss = distributed.all_sum([loss_sum.item()], device)[0] / tokens
+    if not math.isfinite(loss):
+        optimizer.zero_grad(set_to_none=True)
+        return loss, float("nan"), int(tokens)
     scaler.unscale_(optimizer)
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_norm)
+    grad_norm = torch.nn.utils.clip_grad_norm_(objective.parameters(), cfg.optim.clip_norm)
     if not scaler.is_enabled() and not torch.isfinite(grad_norm):
         optimizer.zero_grad(set_to_none=True)  # fp16's scaler skips such steps itself
-        return float("nan"), float(grad_norm), tokens
+        return float("nan"), float(grad_norm), int(tokens)
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()
-    return loss.item(), float(grad_norm), tokens
+    return loss, float(grad_norm), int(tokens)
 
 
 @torch.no_grad()
@@ -167,14 +192,16 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
     tcfg, ocfg = cfg.trainer, cfg.optim
     if tcfg.num_threads > 0:
         torch.set_num_threads(tcfg.num_threads)
-    device = pick_device(tcfg.device)
+    device = distributed.local_device(pick_device(tcfg.device))
     precision = pick_precision(tcfg.precision, device)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every process
+    main, world, rank = distributed.is_main(), distributed.world_size(), distributed.rank()
     config = OmegaConf.to_container(cfg, resolve=True)
     ckpt_dir = run_dir / "checkpoints"
     resume = previous_run(ckpt_dir, config)  # before anything in run_dir is overwritten
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
 
     # Data and tokenizer.
     src_lines, tgt_lines = read_parallel(cfg.data.train.src, cfg.data.train.tgt)
@@ -182,16 +209,13 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
         src_lines, tgt_lines = src_lines[: cfg.data.train_lines], tgt_lines[: cfg.data.train_lines]
     valid_src, valid_tgt = read_parallel(cfg.data.valid.src, cfg.data.valid.tgt)
     tok = cfg.data.tokenizer
-    tokenizer = build_tokenizer(
-        src_lines,
-        tgt_lines,
-        tok.vocab_size,
-        tok.joint,
-        tok.model_type,
-        tok.character_coverage,
-        tok.cache_dir,
-        run_dir / "tokenizer",
-    )
+    settings = (tok.vocab_size, tok.joint, tok.model_type, tok.character_coverage, tok.cache_dir)
+    if main:
+        tokenizer = build_tokenizer(src_lines, tgt_lines, *settings, run_dir / "tokenizer")
+    distributed.barrier()  # the main process has trained the tokenizer; the others find it cached
+    if not main:
+        with tempfile.TemporaryDirectory() as tmp:
+            tokenizer = build_tokenizer(src_lines, tgt_lines, *settings, Path(tmp))
     train_src, train_tgt, dropped = encode_pairs(tokenizer, src_lines, tgt_lines, cfg.data.max_len)
     log.info(
         "train: %d pairs kept, %d longer than data.max_len=%d left out",
@@ -210,6 +234,11 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
         device,
         precision,
     )
+    objective = Objective(model)
+    if world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        objective = DistributedDataParallel(objective, device_ids=ids)
+        torch.manual_seed(cfg.seed + rank)  # the same weights, but each process its own dropout
     optimizer = torch.optim.Adam(
         model.parameters(), lr=ocfg.lr, betas=tuple(ocfg.betas), eps=ocfg.eps, weight_decay=ocfg.weight_decay
     )
@@ -228,19 +257,29 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         scaler.load_state_dict(resume["scaler"])
-        torch.set_rng_state(resume["rng"]["torch"])
-        if device.type == "cuda" and resume["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(resume["rng"]["cuda"], device)
         progress = Progress(**resume["progress"])
+        states = resume["rng"].get("processes", [resume["rng"]])  # one per process of the saved run
+        if len(states) == world:
+            torch.set_rng_state(states[rank]["torch"])
+            if device.type == "cuda" and states[rank].get("cuda") is not None:
+                torch.cuda.set_rng_state(states[rank]["cuda"], device)
+        else:
+            saved = len(states)
+            log.warning("%s was saved by %d processes, not %d: random state reseeded", ckpt_dir, saved, world)
+            torch.manual_seed(cfg.seed + rank + progress.step)
         log.info(
             "resuming from %s at step %d (epoch %d)", ckpt_dir / "last.pt", progress.step, progress.epoch + 1
         )
 
     def save(best: bool) -> None:
+        """Write a checkpoint (main process); every process hands over its random state."""
         rng = {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         }
+        states = distributed.gather(rng)
+        if not main:
+            return
         payload = {
             "format": FORMAT,
             "version": __version__,
@@ -249,40 +288,52 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(),
             "progress": asdict(progress),
-            "rng": rng,
+            "rng": {**rng, "processes": states} if world > 1 else rng,
             "config": config,
             "tokenizer": tokenizer_reference(tokenizer, run_dir),
         }
         save_training_checkpoint(payload, ckpt_dir, best, tcfg.keep_last)
 
-    writer = SummaryWriter(str(run_dir / "tensorboard"))
-    metrics = open(run_dir / "metrics.jsonl", "a")
     src_lens, tgt_lens = [len(s) for s in train_src], [len(t) for t in train_tgt]
-    total = tcfg.max_steps or tcfg.max_epochs * len(
-        token_batches(src_lens, tgt_lens, tcfg.max_tokens, cfg.seed)
-    )
+
+    def batches_of(epoch: int) -> list[list[int]]:
+        """This process's batches: every world-th of the epoch's, as many on each process."""
+        batches = token_batches(src_lens, tgt_lens, tcfg.max_tokens, cfg.seed, epoch)
+        return batches[rank : len(batches) // world * world : world]
+
+    steps_per_epoch = len(batches_of(0))
+    if steps_per_epoch == 0:
+        raise UserError(
+            f"the training data makes fewer batches than the {world} processes; "
+            f"lower trainer.max_tokens or start fewer processes"
+        )
+    if world > 1:
+        log.info("%d processes, %d steps per epoch", world, steps_per_epoch)
+    total = tcfg.max_steps or tcfg.max_epochs * steps_per_epoch
+    writer = SummaryWriter(str(run_dir / "tensorboard")) if main else None
+    metrics = open(run_dir / "metrics.jsonl", "a") if main else None
     bar = tqdm(
         total=total,
         initial=progress.step,
         file=sys.stderr,
         unit="step",
         dynamic_ncols=True,
-        disable=not (tcfg.progress and sys.stderr.isatty()),
+        disable=not (main and tcfg.progress and sys.stderr.isatty()),
     )
     start, window_tokens, window_start = time.time() - progress.elapsed, 0, time.time()
     bad_steps, stop_reason = 0, None
     model.train()
 
     while stop_reason is None and progress.epoch < tcfg.max_epochs:
-        epoch_batches = token_batches(src_lens, tgt_lens, tcfg.max_tokens, cfg.seed, progress.epoch)
+        epoch_batches = batches_of(progress.epoch)
         for rows in epoch_batches[progress.batch_in_epoch :]:
             batch = collate([train_src[i] for i in rows], [train_tgt[i] for i in rows], rows).to(device)
             loss, grad_norm, tokens = train_step(
-                model, batch, optimizer, scheduler, scaler, cfg, device, precision
+                objective, batch, optimizer, scheduler, scaler, cfg, device, precision
             )
             progress.step += 1
             progress.batch_in_epoch += 1
-            progress.elapsed = time.time() - start
+            progress.elapsed = distributed.from_main(time.time() - start)  # one clock for every stop
             window_tokens += tokens
             bar.update(1)
             if math.isfinite(loss):
@@ -298,10 +349,11 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
                         f"lower optim.lr or use trainer.precision=fp32 (the last good checkpoint is kept in "
                         f"{ckpt_dir})"
                     )
-            record = {"step": progress.step, "loss": loss if math.isfinite(loss) else None, "tokens": tokens}
-            metrics.write(json.dumps(record) + "\n")
+            if main:
+                finite = loss if math.isfinite(loss) else None
+                metrics.write(json.dumps({"step": progress.step, "loss": finite, "tokens": tokens}) + "\n")
 
-            if progress.step % tcfg.log_every == 0:
+            if main and progress.step % tcfg.log_every == 0:
                 speed = window_tokens / (time.time() - window_start)
                 lr = scheduler.get_last_lr()[0]
                 for name, value in (
@@ -332,22 +384,27 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
                 if progress.epoch >= tcfg.max_epochs:
                     stop_reason = stop_reason or f"trainer.max_epochs={tcfg.max_epochs}"
             if progress.step % tcfg.eval_every == 0 or stop_reason:
-                metrics.flush()
-                improved, stop_early = evaluate(
-                    model, translator, valid, cfg, device, precision, progress, writer
-                )
+                improved, stop_early = False, False
+                if main:
+                    metrics.flush()
+                    improved, stop_early = evaluate(
+                        model, translator, valid, cfg, device, precision, progress, writer
+                    )
+                improved, stop_early = distributed.from_main((improved, stop_early))
                 save(best=improved)
                 if stop_early:
                     stop_reason = stop_reason or f"no better validation BLEU in {tcfg.patience} validations"
                 window_start = time.time()
             elif tcfg.save_every and progress.step % tcfg.save_every == 0:
-                metrics.flush()
+                if main:
+                    metrics.flush()
                 save(best=False)
             if stop_reason:
                 break
     bar.close()
-    writer.close()
-    metrics.close()
+    if main:
+        writer.close()
+        metrics.close()
     log.info(
         "stopped: %s; step %d, %.0f s; best validation BLEU %.2f; checkpoints in %s",
         stop_reason,

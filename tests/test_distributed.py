@@ -1,0 +1,111 @@
+"""Training on two processes (gloo on CPU) does what one process does on both batches."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from omegaconf import OmegaConf
+from torch.nn.parallel import DistributedDataParallel
+
+from seq2seq.checkpoint import load_checkpoint
+from seq2seq.data.batching import collate
+from seq2seq.models.transformer import Transformer
+from seq2seq.trainer import Objective, train_step
+from tests.conftest import ROOT, tiny_overrides
+
+CFG = OmegaConf.create({"optim": {"label_smoothing": 0.1, "clip_norm": 1.0}})
+
+
+def tiny_model() -> Transformer:
+    torch.manual_seed(0)
+    return Transformer(
+        40, 40, d_model=16, heads=2, encoder_layers=1, decoder_layers=1, ffn_dim=32, dropout=0.0
+    )
+
+
+def examples(seed: int, n: int) -> tuple[list[list[int]], list[list[int]]]:
+    """n random (source, target) id lists of different lengths."""
+    gen = torch.Generator().manual_seed(seed)
+    src = [
+        torch.randint(4, 40, (int(torch.randint(2, 9, (1,), generator=gen)),), generator=gen)
+        for _ in range(n)
+    ]
+    tgt = [
+        torch.randint(4, 40, (int(torch.randint(1, 7, (1,), generator=gen)),), generator=gen)
+        for _ in range(n)
+    ]
+    return [s.tolist() + [2] for s in src], [t.tolist() for t in tgt]  # sources end in EOS (id 2)
+
+
+def one_step(objective, model, src, tgt):
+    """One ``train_step`` with SGD (whose update is the gradient itself, where Adam's first
+    step would blow float noise up to a full step); returns (loss, tokens, parameters after it)."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    batch = collate(src, tgt, list(range(len(src))))
+    loss, _, tokens = train_step(
+        objective, batch, optimizer, scheduler, scaler, CFG, torch.device("cpu"), "fp32"
+    )
+    return loss, tokens, {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def worker(rank: int, world: int, init_file: str, out: str) -> None:
+    """Process ``rank`` of ``world``: one step on its own batch, through DistributedDataParallel."""
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    model = tiny_model()
+    objective = DistributedDataParallel(Objective(model))
+    src, tgt = examples(rank, 3)
+    result = one_step(objective, model, src, tgt)
+    if rank == 0:
+        torch.save(result, out)
+    dist.destroy_process_group()
+
+
+def test_two_processes_take_the_step_of_one_process_on_both_batches(tmp_path):
+    out = tmp_path / "rank0.pt"
+    mp.spawn(worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)
+    loss, tokens, params = torch.load(out)
+
+    model = tiny_model()
+    (src0, tgt0), (src1, tgt1) = examples(0, 3), examples(1, 3)
+    ref_loss, ref_tokens, ref_params = one_step(Objective(model), model, src0 + src1, tgt0 + tgt1)
+
+    assert tokens == ref_tokens  # every process's target tokens
+    assert abs(loss - ref_loss) < 1e-6  # the mean over all of them
+    for name, value in ref_params.items():
+        torch.testing.assert_close(params[name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    proc = subprocess.run(
+        [*cmd, "-m", "seq2seq.train", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600
+    )
+    assert proc.returncode == 0, f"torchrun exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def test_torchrun_trains_into_one_run_directory_and_resumes(tiny_corpus, tmp_path):
+    overrides = [*tiny_overrides(tiny_corpus), "trainer.max_tokens=300"]
+    torchrun(*overrides, cwd=tmp_path)
+
+    (run_dir,) = [p for p in (tmp_path / "outputs").glob("*/*") if p.is_dir()]  # one for both processes
+    assert "2 processes" in (run_dir / "train.log").read_text()
+    assert (run_dir / "train_rank1.log").is_file()
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert ckpt["progress"]["step"] == 4
+    assert len(ckpt["rng"]["processes"]) == 2  # both processes' random state, for an exact resume
+
+    torchrun(*overrides, "trainer.max_steps=6", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    log = (run_dir / "train.log").read_text()
+    assert "resuming from" in log and "at step 4" in log
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["progress"]["step"] == 6
