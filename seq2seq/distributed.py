@@ -44,7 +44,7 @@ def is_main() -> bool:
 
 def local_device(device: torch.device) -> torch.device:
     """This process's GPU (``cuda:LOCAL_RANK``) when training on CUDA, else ``device``."""
-    if launched() and device.type == "cuda":
+    if dist.is_initialized() and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     return device
@@ -62,7 +62,14 @@ def init(cuda: bool) -> None:
     if "MASTER_ADDR" not in os.environ:
         raise UserError("WORLD_SIZE is set but MASTER_ADDR is not; start several processes with torchrun")
     if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        found = torch.cuda.device_count()
+        if local_rank >= found:
+            raise UserError(
+                f"process {local_rank} of this machine has no CUDA device ({found} found); "
+                f"start at most that many processes per machine, or train with trainer.device=cpu"
+            )
+        torch.cuda.set_device(local_rank)
     dist.init_process_group("nccl" if cuda else "gloo", timeout=TIMEOUT)
 
 
@@ -81,7 +88,7 @@ def run_dir_overrides(args: list[str]) -> list[str]:
     if not dist.is_initialized():
         return []
     extra = []
-    if not any(a.startswith("hydra.run.dir=") for a in args):
+    if not any(a.lstrip("+").startswith("hydra.run.dir=") for a in args):
         name = time.strftime("outputs/%Y-%m-%d/%H-%M-%S") if is_main() else None
         extra.append(f"hydra.run.dir={from_main(name)}")
     if not is_main():

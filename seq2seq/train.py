@@ -44,7 +44,7 @@ def main() -> None:
     try:
         if any(a.startswith("-") for a in args):  # Hydra flags such as -m: Hydra checks the rest
             if distributed.launched():
-                raise UserError("torchrun runs one training; start sweeps (-m) without torchrun")
+                raise UserError("under torchrun give key=value overrides only, no Hydra flags such as -m")
         else:
             cfg = compose("train", args, groups=("data", "optim", "trainer", "decoding"))
             if distributed.launched():

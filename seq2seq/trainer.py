@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,7 +43,7 @@ from seq2seq.checkpoint import (
 )
 from seq2seq.data.batching import collate, token_batches
 from seq2seq.data.corpus import read_parallel
-from seq2seq.data.tokenizer import build_tokenizer
+from seq2seq.data.tokenizer import Tokenizer, build_tokenizer
 from seq2seq.errors import UserError
 from seq2seq.loss import label_smoothed_cross_entropy
 from seq2seq.plots import attention_figures
@@ -60,7 +59,7 @@ class Progress:
 
     step: int = 0
     epoch: int = 0
-    batch_in_epoch: int = 0  # batches of the current epoch already done
+    batch_in_epoch: int = 0  # batches of the current epoch's order already done (by all processes)
     best_bleu: float = -1.0
     bad_evals: int = 0  # validations in a row without a better BLEU
     elapsed: float = 0.0  # seconds of training so far, across resumes
@@ -212,10 +211,10 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
     settings = (tok.vocab_size, tok.joint, tok.model_type, tok.character_coverage, tok.cache_dir)
     if main:
         tokenizer = build_tokenizer(src_lines, tgt_lines, *settings, run_dir / "tokenizer")
-    distributed.barrier()  # the main process has trained the tokenizer; the others find it cached
+    distributed.barrier()  # the others read the main process's tokenizer from the run directory
     if not main:
-        with tempfile.TemporaryDirectory() as tmp:
-            tokenizer = build_tokenizer(src_lines, tgt_lines, *settings, Path(tmp))
+        names = ("spm.model", "spm.model") if tok.joint else ("src.model", "tgt.model")
+        tokenizer = Tokenizer(*(run_dir / "tokenizer" / n for n in names))
     train_src, train_tgt, dropped = encode_pairs(tokenizer, src_lines, tgt_lines, cfg.data.max_len)
     log.info(
         "train: %d pairs kept, %d longer than data.max_len=%d left out",
@@ -265,7 +264,12 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
                 torch.cuda.set_rng_state(states[rank]["cuda"], device)
         else:
             saved = len(states)
-            log.warning("%s was saved by %d processes, not %d: random state reseeded", ckpt_dir, saved, world)
+            log.warning(
+                "%s was saved by %d processes, not %d: random state reseeded",
+                ckpt_dir / "last.pt",
+                saved,
+                world,
+            )
             torch.manual_seed(cfg.seed + rank + progress.step)
         log.info(
             "resuming from %s at step %d (epoch %d)", ckpt_dir / "last.pt", progress.step, progress.epoch + 1
@@ -278,7 +282,7 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
             "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         }
         states = distributed.gather(rng)
-        if not main:
+        if not main:  # (its progress.best_bleu and bad_evals are stale: only the main process's count)
             return
         payload = {
             "format": FORMAT,
@@ -288,6 +292,7 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(),
             "progress": asdict(progress),
+            # The top-level keys are process 0's, as a single process saves them.
             "rng": {**rng, "processes": states} if world > 1 else rng,
             "config": config,
             "tokenizer": tokenizer_reference(tokenizer, run_dir),
@@ -296,20 +301,23 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
 
     src_lens, tgt_lens = [len(s) for s in train_src], [len(t) for t in train_tgt]
 
-    def batches_of(epoch: int) -> list[list[int]]:
-        """This process's batches: every world-th of the epoch's, as many on each process."""
+    def batches_of(epoch: int) -> tuple[list[list[int]], int]:
+        """This process's share of the epoch's batches not done yet (every world-th one from
+        ``progress.batch_in_epoch``, as many on each process), and the epoch's batch count."""
         batches = token_batches(src_lens, tgt_lens, tcfg.max_tokens, cfg.seed, epoch)
-        return batches[rank : len(batches) // world * world : world]
+        start = progress.batch_in_epoch
+        end = start + (len(batches) - start) // world * world
+        return batches[start + rank : end : world], len(batches)
 
-    steps_per_epoch = len(batches_of(0))
-    if steps_per_epoch == 0:
+    in_epoch = len(token_batches(src_lens, tgt_lens, tcfg.max_tokens, cfg.seed))  # the same every epoch
+    if in_epoch < world:
         raise UserError(
-            f"the training data makes fewer batches than the {world} processes; "
+            f"the training data makes {in_epoch} batches, fewer than the {world} processes; "
             f"lower trainer.max_tokens or start fewer processes"
         )
     if world > 1:
-        log.info("%d processes, %d steps per epoch", world, steps_per_epoch)
-    total = tcfg.max_steps or tcfg.max_epochs * steps_per_epoch
+        log.info("%d processes, %d steps per epoch", world, in_epoch // world)
+    total = tcfg.max_steps or tcfg.max_epochs * (in_epoch // world)
     writer = SummaryWriter(str(run_dir / "tensorboard")) if main else None
     metrics = open(run_dir / "metrics.jsonl", "a") if main else None
     bar = tqdm(
@@ -325,14 +333,17 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
     model.train()
 
     while stop_reason is None and progress.epoch < tcfg.max_epochs:
-        epoch_batches = batches_of(progress.epoch)
-        for rows in epoch_batches[progress.batch_in_epoch :]:
+        mine, in_epoch = batches_of(progress.epoch)
+        if not mine:  # resumed past the epoch's last round of batches (fewer processes before)
+            progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
+            continue
+        for rows in mine:
             batch = collate([train_src[i] for i in rows], [train_tgt[i] for i in rows], rows).to(device)
             loss, grad_norm, tokens = train_step(
                 objective, batch, optimizer, scheduler, scaler, cfg, device, precision
             )
             progress.step += 1
-            progress.batch_in_epoch += 1
+            progress.batch_in_epoch += world
             progress.elapsed = distributed.from_main(time.time() - start)  # one clock for every stop
             window_tokens += tokens
             bar.update(1)
@@ -379,7 +390,7 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
                 stop_reason = f"trainer.max_steps={tcfg.max_steps}"
             elif tcfg.max_time and progress.elapsed >= tcfg.max_time:
                 stop_reason = f"trainer.max_time={tcfg.max_time:g}s"
-            if progress.batch_in_epoch == len(epoch_batches):
+            if progress.batch_in_epoch + world > in_epoch:  # fewer batches left than processes
                 progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
                 if progress.epoch >= tcfg.max_epochs:
                     stop_reason = stop_reason or f"trainer.max_epochs={tcfg.max_epochs}"
@@ -401,6 +412,7 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
                 save(best=False)
             if stop_reason:
                 break
+    stop_reason = stop_reason or f"trainer.max_epochs={tcfg.max_epochs}"
     bar.close()
     if main:
         writer.close()

@@ -17,7 +17,7 @@ from seq2seq.checkpoint import load_checkpoint
 from seq2seq.data.batching import collate
 from seq2seq.models.transformer import Transformer
 from seq2seq.trainer import Objective, train_step
-from tests.conftest import ROOT, tiny_overrides
+from tests.conftest import ROOT, run_cli, tiny_overrides
 
 CFG = OmegaConf.create({"optim": {"label_smoothing": 0.1, "clip_norm": 1.0}})
 
@@ -108,4 +108,15 @@ def test_torchrun_trains_into_one_run_directory_and_resumes(tiny_corpus, tmp_pat
     torchrun(*overrides, "trainer.max_steps=6", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     log = (run_dir / "train.log").read_text()
     assert "resuming from" in log and "at step 4" in log
-    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["progress"]["step"] == 6
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert ckpt["progress"]["step"] == 6
+
+    # One process goes on where the two stopped in the epoch's batch order, with fresh random state.
+    proc = run_cli("train", *overrides, "trainer.max_steps=7", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert "saved by 2 processes, not 1" in proc.stderr
+    after = load_checkpoint(run_dir / "checkpoints" / "last.pt")["progress"]
+    assert after["step"] == 7
+    assert (after["epoch"], after["batch_in_epoch"]) > (
+        ckpt["progress"]["epoch"],
+        ckpt["progress"]["batch_in_epoch"],
+    )
