@@ -94,7 +94,7 @@ def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return proc
 
 
-def test_torchrun_trains_into_one_run_directory_and_resumes(tiny_corpus, tmp_path):
+def test_torchrun_trains_into_one_run_directory_and_resumes_exactly(tiny_corpus, tmp_path):
     overrides = [*tiny_overrides(tiny_corpus), "trainer.max_tokens=300"]
     torchrun(*overrides, cwd=tmp_path)
 
@@ -110,6 +110,12 @@ def test_torchrun_trains_into_one_run_directory_and_resumes(tiny_corpus, tmp_pat
     assert "resuming from" in log and "at step 4" in log
     ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert ckpt["progress"]["step"] == 6
+
+    # The same as two processes running straight to step 6 (dropout on: random states restored).
+    torchrun(*overrides, "trainer.max_steps=6", f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path)
+    straight = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")["model"]
+    for name, value in straight.items():
+        assert torch.allclose(ckpt["model"][name], value, rtol=0, atol=1e-6), name
 
     # One process goes on where the two stopped in the epoch's batch order, with fresh random state.
     proc = run_cli("train", *overrides, "trainer.max_steps=7", f"hydra.run.dir={run_dir}", cwd=tmp_path)
