@@ -43,7 +43,7 @@ from seq2seq.checkpoint import (
 )
 from seq2seq.data.batching import collate, token_batches
 from seq2seq.data.corpus import read_parallel
-from seq2seq.data.tokenizer import Tokenizer, build_tokenizer
+from seq2seq.data.tokenizer import build_tokenizer, open_tokenizer
 from seq2seq.errors import UserError
 from seq2seq.loss import label_smoothed_cross_entropy
 from seq2seq.plots import attention_figures
@@ -142,18 +142,17 @@ def train_step(objective, batch, optimizer, scheduler, scaler, cfg, device, prec
     loss and tokens taken over every process's batch. The update is skipped, and the
     loss returned as NaN, when the loss or the gradients are not finite."""
     keep = batch.tgt_out != PAD_ID  # (B, T)
-    tokens = distributed.all_sum([float(keep.sum())], device)[0]  # target tokens of all processes
     with autocast(device, precision):
         logits = objective(batch.src, batch.src_lengths, batch.tgt_in, keep)
     loss_sum, _ = label_smoothed_cross_entropy(logits, batch.tgt_out[keep], cfg.optim.label_smoothing)
+    total, tokens = distributed.all_sum([loss_sum.item(), float(keep.sum())], device)  # all processes
+    loss = total / tokens
     optimizer.zero_grad(set_to_none=True)
+    if not math.isfinite(loss):  # the same on every process, so all of them skip
+        return loss, float("nan"), int(tokens)
     # Gradient of the mean over all processes' tokens; DistributedDataParallel then
     # averages the processes' gradients, hence the world size in the divisor.
     scaler.scale(loss_sum / (tokens / distributed.world_size())).backward()
-    loss = distributed.all_sum([loss_sum.item()], device)[0] / tokens
-    if not math.isfinite(loss):
-        optimizer.zero_grad(set_to_none=True)
-        return loss, float("nan"), int(tokens)
     scaler.unscale_(optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(objective.parameters(), cfg.optim.clip_norm)
     if not scaler.is_enabled() and not torch.isfinite(grad_norm):
@@ -213,8 +212,7 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
         tokenizer = build_tokenizer(src_lines, tgt_lines, *settings, run_dir / "tokenizer")
     distributed.barrier()  # the others read the main process's tokenizer from the run directory
     if not main:
-        names = ("spm.model", "spm.model") if tok.joint else ("src.model", "tgt.model")
-        tokenizer = Tokenizer(*(run_dir / "tokenizer" / n for n in names))
+        tokenizer = open_tokenizer(run_dir / "tokenizer", tok.joint)
     train_src, train_tgt, dropped = encode_pairs(tokenizer, src_lines, tgt_lines, cfg.data.max_len)
     log.info(
         "train: %d pairs kept, %d longer than data.max_len=%d left out",
@@ -263,12 +261,9 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
             if device.type == "cuda" and states[rank].get("cuda") is not None:
                 torch.cuda.set_rng_state(states[rank]["cuda"], device)
         else:
-            saved = len(states)
+            path = ckpt_dir / "last.pt"
             log.warning(
-                "%s was saved by %d processes, not %d: random state reseeded",
-                ckpt_dir / "last.pt",
-                saved,
-                world,
+                "%s was saved by %d processes, not %d: random state reseeded", path, len(states), world
             )
             torch.manual_seed(cfg.seed + rank + progress.step)
         log.info(
@@ -301,13 +296,13 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
 
     src_lens, tgt_lens = [len(s) for s in train_src], [len(t) for t in train_tgt]
 
-    def batches_of(epoch: int) -> tuple[list[list[int]], int]:
-        """This process's share of the epoch's batches not done yet (every world-th one from
-        ``progress.batch_in_epoch``, as many on each process), and the epoch's batch count."""
+    def batches_of(epoch: int) -> list[list[int]]:
+        """This process's share of the epoch's batches not done yet: every world-th one from
+        ``progress.batch_in_epoch``, as many on each process."""
         batches = token_batches(src_lens, tgt_lens, tcfg.max_tokens, cfg.seed, epoch)
         start = progress.batch_in_epoch
         end = start + (len(batches) - start) // world * world
-        return batches[start + rank : end : world], len(batches)
+        return batches[start + rank : end : world]
 
     in_epoch = len(token_batches(src_lens, tgt_lens, tcfg.max_tokens, cfg.seed))  # the same every epoch
     if in_epoch < world:
@@ -333,7 +328,7 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
     model.train()
 
     while stop_reason is None and progress.epoch < tcfg.max_epochs:
-        mine, in_epoch = batches_of(progress.epoch)
+        mine = batches_of(progress.epoch)
         if not mine:  # resumed past the epoch's last round of batches (fewer processes before)
             progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
             continue
@@ -344,7 +339,7 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
             )
             progress.step += 1
             progress.batch_in_epoch += world
-            progress.elapsed = distributed.from_main(time.time() - start)  # one clock for every stop
+            progress.elapsed = time.time() - start
             window_tokens += tokens
             bar.update(1)
             if math.isfinite(loss):
@@ -388,7 +383,7 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
 
             if tcfg.max_steps and progress.step >= tcfg.max_steps:
                 stop_reason = f"trainer.max_steps={tcfg.max_steps}"
-            elif tcfg.max_time and progress.elapsed >= tcfg.max_time:
+            elif tcfg.max_time and distributed.from_main(progress.elapsed) >= tcfg.max_time:  # one clock
                 stop_reason = f"trainer.max_time={tcfg.max_time:g}s"
             if progress.batch_in_epoch + world > in_epoch:  # fewer batches left than processes
                 progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0

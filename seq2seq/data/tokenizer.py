@@ -146,7 +146,7 @@ def build_tokenizer(
     are copied to ``out_dir`` (the run directory's ``tokenizer/``).
     """
     cache = cache_path(src_lines, tgt_lines, vocab_size, joint, model_type, character_coverage, cache_dir)
-    names = ["spm.model"] if joint else ["src.model", "tgt.model"]
+    names = model_names(joint)
     if all((cache / n).is_file() for n in names):
         log.info("tokenizer: reusing %s", cache)
     else:
@@ -163,4 +163,15 @@ def build_tokenizer(
     out_dir.mkdir(parents=True, exist_ok=True)
     for n in names:
         shutil.copyfile(cache / n, out_dir / n)
-    return Tokenizer(out_dir / names[0], out_dir / names[-1])
+    return open_tokenizer(out_dir, joint)
+
+
+def model_names(joint: bool) -> list[str]:
+    """The SentencePiece model files of a tokenizer folder: one shared, or source and target."""
+    return ["spm.model"] if joint else ["src.model", "tgt.model"]
+
+
+def open_tokenizer(folder: Path, joint: bool) -> Tokenizer:
+    """The tokenizer that ``build_tokenizer`` wrote into ``folder``."""
+    names = model_names(joint)
+    return Tokenizer(folder / names[0], folder / names[-1])

@@ -8,9 +8,9 @@ carried in the returned state, so no step re-runs the prefix.
 Beams share their sentence's cross-attention keys and values. The state keeps
 them once per source sentence, and the decoder rows of one sentence sit side
 by side, ``group`` of them (rows / sentences, read off the state's shapes): row
-``r`` belongs to sentence ``r // group``. Cross-
-attention then stacks a sentence's rows as extra query positions,
-(N * group, 1, D) -> (N, group, D), so no beam copies the memory.
+``r`` belongs to sentence ``r // group``. Cross-attention then stacks a
+sentence's rows as extra query positions, (N * group, 1, D) -> (N, group, D),
+so no beam copies the memory.
 """
 
 from __future__ import annotations
