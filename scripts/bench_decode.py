@@ -47,7 +47,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from seq2seq.config import model_preset
+from seq2seq.config import CONFIG_DIR, DecodingConfig, TokenizerConfig, model_preset
 from seq2seq.data.batching import pad
 from seq2seq.models.base import EncoderDecoder, State
 from seq2seq.special import BOS_ID, EOS_ID, PAD_ID
@@ -139,7 +139,7 @@ def default_tokenizer() -> Path | None:
     from seq2seq.data.corpus import read_lines
     from seq2seq.data.tokenizer import cache_path
 
-    tok = OmegaConf.load(ROOT / "configs" / "data" / "multi30k.yaml").tokenizer
+    tok = TokenizerConfig()  # multi30k.yaml keeps the tokenizer defaults
     train = [ROOT / "data" / "multi30k" / f"train.{lang}.gz" for lang in ("de", "en")]
     if not all(p.is_file() for p in train):
         return None
@@ -182,7 +182,8 @@ def make_batches(lengths: list[int], batch_size: int, seed: int = 0) -> list[tup
 
 def decoding_config(mode: str, beam_size: int, output_tokens: int | None):
     """The toolkit's greedy or beam decoding config; with ``output_tokens``, the fixed-length limits."""
-    cfg = OmegaConf.load(ROOT / "configs" / "decoding" / ("greedy.yaml" if mode == "greedy" else "beam.yaml"))
+    preset = OmegaConf.load(CONFIG_DIR / "decoding" / ("greedy.yaml" if mode == "greedy" else "beam.yaml"))
+    cfg = OmegaConf.merge(OmegaConf.structured(DecodingConfig), preset)  # the preset over the defaults
     if mode == "beam":
         cfg.beam_size = beam_size
     if output_tokens is not None:

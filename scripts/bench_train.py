@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seq2seq.device import autocast
 from seq2seq.loss import label_smoothed_cross_entropy
 from seq2seq.models import Transformer
 from seq2seq.special import PAD_ID
-from seq2seq.translator import autocast
 
 V, D, LAYERS, HEADS, FFN = 8000, 256, 3, 4, 1024
 

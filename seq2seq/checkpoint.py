@@ -1,23 +1,40 @@
-"""Saving and loading checkpoints: atomic writes, safe loads, a model back from a file."""
+"""Checkpoints: the one place that knows their layout.
+
+A checkpoint is a ``torch.save`` of a plain dict (tensors, numbers, strings), so it
+loads with ``weights_only=True``:
+
+    format      FORMAT, the layout version; older layouts are upgraded on load
+    version     the seq2seq version that wrote it
+    model       the model's state_dict
+    config      the run's resolved config as a plain dict (``config["model"]`` rebuilds the model)
+    tokenizer   {"files": {"src": path, "tgt": path}, "sha256": {...}}, paths relative to the run directory
+    optimizer, scheduler, scaler   their state_dicts (training checkpoints)
+    progress    the trainer's ``Progress`` as a dict
+    rng         one random state per training process, in rank order: {"torch": ..., "cuda": ...}
+
+``Checkpointer`` writes and reads a run directory's training checkpoints;
+``load_model`` rebuilds a model from any checkpoint for evaluation and translation.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import shutil
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
-from seq2seq import __version__
+from seq2seq import __version__, models
 from seq2seq.data.tokenizer import Tokenizer, file_sha256
 from seq2seq.errors import UserError
 
-FORMAT = 1  # bumped when the checkpoint layout changes
+log = logging.getLogger(__name__)
+
+FORMAT = 2  # bumped when the layout changes; _upgrade reads the older ones
 
 
 def save_checkpoint(payload: dict, path: Path) -> None:
@@ -53,23 +70,28 @@ def link_checkpoint(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def save_training_checkpoint(payload: dict, ckpt_dir: Path, best: bool, keep_last: int) -> None:
-    """Write ``last.pt``; link it as ``best.pt`` on a new best and as
-    ``step_<N>.pt`` when ``keep_last`` > 0, keeping only the newest ``keep_last``."""
-    last = ckpt_dir / "last.pt"
-    save_checkpoint(payload, last)
-    if best:
-        link_checkpoint(last, ckpt_dir / "best.pt")
-    if keep_last > 0:
-        link_checkpoint(last, ckpt_dir / f"step_{payload['progress']['step']:07d}.pt")
-        for old in sorted(ckpt_dir.glob("step_*.pt"))[:-keep_last]:
-            old.unlink()
+def _upgrade(ckpt: dict) -> dict:
+    """Bring a checkpoint of an older format to the current layout (in place)."""
+    if ckpt.get("format") == 1:
+        model = ckpt["config"].get("model", {})
+        if "tie_output" in model:  # the Transformer's name for it before format 2
+            model["tie_embeddings"] = model.pop("tie_output")
+        ckpt["config"].get("trainer", {}).pop("valid_max_tokens", None)  # now decoding.max_tokens
+        rng = ckpt.get("rng")
+        if isinstance(rng, dict):  # format 1: process 0's state, the others' under "processes"
+            ckpt["rng"] = rng.get("processes", [{"torch": rng["torch"], "cuda": rng.get("cuda")}])
+        ckpt["format"] = 2
+    return ckpt
 
 
 def load_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint with ``weights_only=True``: tensors and plain data only,
     so a file that carries pickled code is refused and nothing is executed."""
     path = Path(path)
+    if path.is_dir():
+        inside = path / "checkpoints" / "best.pt"
+        hint = f"checkpoint={inside}" if inside.is_file() else "checkpoint=RUN_DIR/checkpoints/best.pt"
+        raise UserError(f"{path}: is a folder, not a checkpoint; pass {hint}")
     if not path.is_file():
         raise UserError(f"{path}: no such checkpoint; pass checkpoint=RUN_DIR/checkpoints/best.pt")
     if not zipfile.is_zipfile(path):
@@ -82,12 +104,12 @@ def load_checkpoint(path: str | Path) -> dict:
         raise UserError(f"{path}: not a seq2seq checkpoint, or a truncated one") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise UserError(f"{path}: not a seq2seq checkpoint (no model or config inside)")
-    if ckpt.get("format") != FORMAT:
+    if ckpt.get("format") not in (1, FORMAT):
         raise UserError(
             f"{path}: checkpoint format {ckpt.get('format')} (seq2seq {ckpt.get('version', '?')}) "
-            f"cannot be read by seq2seq {__version__}, which reads format {FORMAT}"
+            f"cannot be read by seq2seq {__version__}, which reads format {FORMAT} (and older ones)"
         )
-    return ckpt
+    return _upgrade(ckpt)
 
 
 def tokenizer_reference(tokenizer: Tokenizer, run_dir: Path) -> dict:
@@ -118,18 +140,7 @@ def load_tokenizer(ckpt: dict, path: Path) -> Tokenizer:
 
 def build_model(model_cfg, tokenizer: Tokenizer):
     """Instantiate the model of a config for the tokenizer's vocabularies."""
-    cfg = OmegaConf.create(model_cfg) if isinstance(model_cfg, dict) else model_cfg
-    try:
-        return instantiate(
-            cfg,
-            src_vocab_size=tokenizer.src_vocab_size,
-            tgt_vocab_size=tokenizer.tgt_vocab_size,
-            shared_vocab=tokenizer.joint,
-        )
-    except InstantiationException as e:
-        cause = e.__cause__ or e
-        message = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
-        raise UserError(f"model: {message}; check the model.* keys against configs/model/") from None
+    return models.build_model(model_cfg, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, tokenizer.joint)
 
 
 def load_model(path: str | Path, device="cpu"):
@@ -145,3 +156,82 @@ def load_model(path: str | Path, device="cpu"):
             f"{path}: weights do not fit the model in its config ({str(e).splitlines()[0]})"
         ) from None
     return model.to(device).eval(), tokenizer, ckpt["config"]
+
+
+@dataclass
+class Saved:
+    """A training checkpoint read back: where training stood, and the rest to restore."""
+
+    path: Path
+    progress: dict
+    rng: list[dict]  # one random state per process of the run that saved it
+    payload: dict
+
+
+class Checkpointer:
+    """The training checkpoints of one run directory.
+
+    ``checkpoints/last.pt`` is written at every save; ``best.pt`` is linked to it at a
+    new best validation BLEU, and ``step_<N>.pt`` when ``keep_last`` > 0 (only the
+    newest ``keep_last`` are kept).
+    """
+
+    def __init__(self, run_dir: Path, config: dict, keep_last: int = 0):
+        self.run_dir, self.config, self.keep_last = run_dir, config, keep_last
+        self.dir = run_dir / "checkpoints"
+        self.last = self.dir / "last.pt"
+
+    def previous(self) -> Saved | None:
+        """The run directory's ``last.pt``, checked to belong to the same model and data
+        (other optimiser settings are allowed and logged); None in a new run directory."""
+        if not self.last.exists():
+            return None
+        ckpt = load_checkpoint(self.last)
+        for group in ("model", "data"):
+            if ckpt["config"][group] != self.config[group]:
+                raise UserError(
+                    f"{self.last} was trained with other {group}.* settings; train into a new "
+                    f"hydra.run.dir or use the same settings to resume"
+                )
+        saved, now = ckpt["config"]["optim"], self.config["optim"]
+        changed = sorted(k for k in now if saved.get(k) != now[k])
+        if changed:  # allowed, but said: the schedule continues from the saved state
+            log.warning(
+                "resuming with other optim settings than %s was trained with: %s",
+                self.last,
+                ", ".join(changed),
+            )
+        return Saved(self.last, ckpt["progress"], ckpt["rng"], ckpt)
+
+    def save(
+        self, *, model, optimizer, scheduler, scaler, progress: dict, rng: list[dict], tokenizer, best: bool
+    ):
+        """Write ``last.pt`` atomically, then link ``best.pt`` and ``step_<N>.pt``."""
+        payload = {
+            "format": FORMAT,
+            "version": __version__,
+            "model": model.state_dict(),
+            "config": self.config,
+            "tokenizer": tokenizer_reference(tokenizer, self.run_dir),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "progress": progress,
+            "rng": rng,
+        }
+        save_checkpoint(payload, self.last)
+        if best:
+            link_checkpoint(self.last, self.dir / "best.pt")
+        if self.keep_last > 0:
+            link_checkpoint(self.last, self.dir / f"step_{progress['step']:07d}.pt")
+            for old in sorted(self.dir.glob("step_*.pt"))[: -self.keep_last]:
+                old.unlink()
+
+    @staticmethod
+    def restore(saved: Saved, *, model, optimizer, scheduler, scaler) -> None:
+        """Load the saved weights and optimiser, schedule and scaler states."""
+        payload = saved.payload
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        scaler.load_state_dict(payload["scaler"])

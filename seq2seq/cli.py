@@ -3,34 +3,23 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
+from pathlib import Path
 
-import torch
-
-from seq2seq.checkpoint import load_model
-from seq2seq.config import compose
+from seq2seq.config import compose, help_text
 from seq2seq.errors import UserError
-from seq2seq.trainer import pick_device, pick_precision
-from seq2seq.translator import Translator
 
 
-def run(config_name: str, body) -> None:
-    """Compose ``configs/<config_name>.yaml`` with ``sys.argv`` overrides and call
+def run(command: str, body) -> None:
+    """Compose ``configs/<command>.yaml`` with ``sys.argv`` overrides, check it and call
     ``body(cfg)``; user mistakes end in one ``error:`` line and exit status 2."""
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="[%(name)s] %(message)s")
     args = sys.argv[1:]
-    if any(a in ("-h", "--help") for a in args):
-        print(
-            open(os.path.join(os.path.dirname(__file__), "..", "configs", f"{config_name}.yaml")).readline()[
-                2:
-            ]
-        )
-        return
     try:
-        if not any(a.startswith("checkpoint=") for a in args):
-            raise UserError("checkpoint is required: add checkpoint=RUN_DIR/checkpoints/best.pt")
-        body(compose(config_name, args))
+        if any(a in ("-h", "--help") for a in args):
+            print(help_text(command, compose(command, [a for a in args if a not in ("-h", "--help")], False)))
+            return
+        body(compose(command, args))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -38,11 +27,33 @@ def run(config_name: str, body) -> None:
         sys.exit(130)
 
 
+def check_output_file(path: str | None, key: str) -> None:
+    """Refuse an output file that cannot be created, before any work starts."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise UserError(f"{key}={path}: is a folder; give a file name")
+    if not target.parent.is_dir():
+        raise UserError(f"{key}={path}: the folder {target.parent} does not exist; create it first")
+
+
+def open_output(path: str, key: str):
+    """Open an output file for writing, or fail with one line naming ``key``."""
+    try:
+        return open(path, "w", encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"{key}={path}: cannot be written ({e.strerror})") from None
+
+
 def make_translator(cfg):
     """Load ``cfg.checkpoint`` and wrap it in a ``Translator`` with ``cfg.decoding``."""
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
-    device = pick_device(cfg.device)
-    precision = pick_precision(cfg.precision, device)
+    from seq2seq.checkpoint import load_model
+    from seq2seq.device import pick_device, pick_precision, set_threads
+    from seq2seq.translator import Translator
+
+    set_threads(cfg.num_threads)
+    device = pick_device(cfg.device, "device")
+    precision = pick_precision(cfg.precision, device, "precision")
     model, tokenizer, train_cfg = load_model(cfg.checkpoint, device)
     return Translator(model, tokenizer, cfg.decoding, device, precision), train_cfg

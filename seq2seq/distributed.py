@@ -127,3 +127,29 @@ def gather(value) -> list:
     out = [None] * world_size()
     dist.all_gather_object(out, value)
     return out
+
+
+def shard(batches: list, start: int) -> list:
+    """This process's share of an epoch's batch order from position ``start``: every
+    world-th batch, as many on each process (the last fewer-than-world are left out)."""
+    world = world_size()
+    end = start + (len(batches) - start) // world * world
+    return batches[start + rank() : end : world]
+
+
+def rng_states(device: torch.device) -> list[dict]:
+    """Every process's random state (CPU, and CUDA when training there), in rank order."""
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return gather({"torch": torch.get_rng_state(), "cuda": cuda})
+
+
+def restore_rng(states: list[dict], device: torch.device) -> bool:
+    """Take this process's random state from ``states`` (saved by every process of a
+    run); False when that run had another number of processes and nothing was restored."""
+    if len(states) != world_size():
+        return False
+    state = states[rank()]
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+    return True

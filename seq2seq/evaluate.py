@@ -35,12 +35,14 @@ def score(hypotheses: list[str], references: list[str]) -> dict:
 
 
 def evaluate(cfg) -> dict:
-    translator, train_cfg = make_translator(cfg)
     if (cfg.src is None) != (cfg.ref is None):
         raise UserError("give both src=FILE and ref=FILE, or neither to use the test split")
-    src_path = cfg.src or train_cfg["data"]["test"]["src"]
-    ref_path = cfg.ref or train_cfg["data"]["test"]["tgt"]
-    sources, references = read_lines(src_path), read_lines(ref_path)
+    translator, train_cfg = make_translator(cfg)
+    test = train_cfg["data"]["test"]
+    src_path, ref_path = cfg.src or test["src"], cfg.ref or test["tgt"]
+    src_key = "src=" if cfg.src else "src= (the checkpoint's data.test.src is not there)"
+    ref_key = "ref=" if cfg.ref else "ref= (the checkpoint's data.test.tgt is not there)"
+    sources, references = read_lines(src_path, src_key), read_lines(ref_path, ref_key)
     if len(sources) != len(references):
         raise UserError(f"{src_path} has {len(sources)} lines but {ref_path} has {len(references)}")
     start = time.time()

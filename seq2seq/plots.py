@@ -8,6 +8,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from seq2seq.data.batching import collate  # noqa: E402
+
 
 def attention_figure(weights: torch.Tensor, src_pieces: list[str], tgt_pieces: list[str]):
     """A matplotlib figure of (T, S) attention weights with labelled axes."""
@@ -24,12 +26,13 @@ def attention_figure(weights: torch.Tensor, src_pieces: list[str], tgt_pieces: l
 
 @torch.no_grad()
 def attention_figures(model, tokenizer, src_ids: list[list[int]], out_ids: list[list[int]], device):
-    """One figure per sentence from the model's teacher-forced cross-attention
-    over its own output (``out_ids`` without BOS/EOS)."""
-    from seq2seq.data.batching import collate
-
-    batch = collate(src_ids, out_ids, list(range(len(src_ids)))).to(device)
-    weights = model.attention(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, S)
+    """One figure per sentence from the model's teacher-forced cross-attention over
+    its own output (``out_ids`` without BOS/EOS); none for a model whose
+    ``attention`` returns None."""
+    batch = collate(src_ids, out_ids).to(device)
+    weights = model.attention(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, S) or None
+    if weights is None:
+        return []
     figures = []
     for i, (src, out) in enumerate(zip(src_ids, out_ids, strict=True)):
         rows = tokenizer.tgt_pieces(out) + ["</s>"]

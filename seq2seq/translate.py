@@ -14,7 +14,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from seq2seq.cli import make_translator, run
+from seq2seq.cli import check_output_file, make_translator, open_output, run
 from seq2seq.errors import UserError
 from seq2seq.plots import attention_figures
 
@@ -53,20 +53,27 @@ def one_line(text: str) -> str:
 
 
 def translate(cfg) -> None:
-    translator, _ = make_translator(cfg)
-    chunks = file_chunks(cfg.input) if cfg.input else stdin_chunks()
-    out = open(cfg.output, "w", encoding="utf-8") if cfg.output else sys.stdout
-    nbest = open(cfg.nbest_output, "w", encoding="utf-8") if cfg.nbest_output else None
+    for key in ("output", "nbest_output"):
+        check_output_file(cfg[key], key)
+    if cfg.input and not Path(cfg.input).is_file():
+        raise UserError(f"input={cfg.input}: no such file")
     attention_dir = Path(cfg.attention_dir) if cfg.attention_dir else None
     if attention_dir:
-        attention_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            attention_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"attention_dir={attention_dir}: cannot be created ({e.strerror})") from None
+    translator, _ = make_translator(cfg)
+    chunks = file_chunks(cfg.input) if cfg.input else stdin_chunks()
+    out = open_output(cfg.output, "output") if cfg.output else sys.stdout
+    nbest = open_output(cfg.nbest_output, "nbest_output") if cfg.nbest_output else None
     line_no = 0
     try:
         for chunk in chunks:
             # Invalid bytes become U+FFFD; control characters other than TAB become spaces.
             texts = [b.decode("utf-8", errors="replace") for b in chunk]
             texts = ["".join(c if c >= " " or c == "\t" else " " for c in t).strip() for t in texts]
-            results = translator.hypotheses(texts)
+            results = translator.hypotheses(texts, first_line=line_no + 1)
             for i, hyps in enumerate(results):
                 out.write(one_line(translator.tokenizer.decode_tgt(hyps[0].tokens)) + "\n")
                 if nbest:
@@ -87,14 +94,14 @@ def translate(cfg) -> None:
 
 
 def save_heatmaps(translator, texts, results, attention_dir: Path, first_line: int) -> None:
-    """Save ``<line>.png`` for every non-empty input line."""
+    """Save ``<line>.png`` for every non-empty input line (``first_line`` lines came before)."""
     rows = [i for i, t in enumerate(texts) if t]
     if not rows:
         return
-    src_ids = translator.encode([texts[i] for i in rows])
+    src_ids = translator.encode([texts[i] for i in rows], warn=False)  # warned while translating
     out_ids = [results[i][0].tokens for i in rows]
     figures = attention_figures(translator.model, translator.tokenizer, src_ids, out_ids, translator.device)
-    for i, fig in zip(rows, figures, strict=True):
+    for i, fig in zip(rows, figures, strict=False):  # no figures for a model without attention weights
         fig.savefig(attention_dir / f"{first_line + i + 1}.png", dpi=100)
         plt.close(fig)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 import torch
@@ -10,17 +9,10 @@ import torch
 from seq2seq.data.batching import collate, token_batches
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.decoding import Hypothesis, search
+from seq2seq.device import autocast
 from seq2seq.special import EOS_ID
 
 log = logging.getLogger(__name__)
-
-
-def autocast(device: torch.device, precision: str):
-    """The autocast context for a precision name (fp32: none)."""
-    if precision in ("bf16", "fp16"):
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        return torch.autocast(device.type, dtype=dtype)
-    return contextlib.nullcontext()
 
 
 class Translator:
@@ -29,23 +21,36 @@ class Translator:
     Sentences are sorted by length and grouped into batches of at most
     ``decoding.max_tokens`` source tokens, so little work goes into padding;
     results come back in input order. Empty sentences give empty outputs.
+    Sampling draws from a generator seeded with ``decoding.seed`` (a fresh
+    random seed when it is null).
     """
 
     def __init__(self, model, tokenizer: Tokenizer, decoding, device, precision: str = "fp32"):
         self.model, self.tokenizer, self.cfg = model, tokenizer, decoding
         self.device, self.precision = torch.device(device), precision
-        self.generator = None
+        self.generator = torch.Generator(self.device)
+        seed = decoding.get("seed")
+        if seed is None:
+            self.generator.seed()
+        else:
+            self.generator.manual_seed(seed)
 
-    def encode(self, sentences: list[str]) -> list[list[int]]:
-        """Source ids, cut to the model's longest input (a warning says how many were cut)."""
+    def encode(
+        self, sentences: list[str], line_numbers: list[int] | None = None, warn: bool = True
+    ) -> list[list[int]]:
+        """Source ids, cut to the model's longest input; a warning names the line
+        (``line_numbers[i]`` for sentence i, else i + 1) of every sentence cut."""
         ids = self.tokenizer.encode_src(sentences)
         limit = self.model.max_positions
         if limit is not None:
             for i, row in enumerate(ids):
                 if len(row) > limit:
                     ids[i] = row[: limit - 1] + [EOS_ID]
+                    if not warn:
+                        continue
+                    line = line_numbers[i] if line_numbers is not None else i + 1
                     log.warning(
-                        "input %d has %d pieces; cut to the model's limit of %d", i + 1, len(row), limit
+                        "line %d has %d pieces; cut to the model's limit of %d", line, len(row), limit
                     )
         return ids
 
@@ -59,16 +64,17 @@ class Translator:
         return batches
 
     @torch.no_grad()
-    def hypotheses(self, sentences: list[str]) -> list[list[Hypothesis]]:
-        """Decode every sentence; returns its hypotheses, best first, in input order."""
+    def hypotheses(self, sentences: list[str], first_line: int = 1) -> list[list[Hypothesis]]:
+        """Decode every sentence; returns its hypotheses, best first, in input order.
+        ``first_line`` is the input line number of ``sentences[0]``, for warnings."""
         out: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0)] for _ in sentences]
         todo = [i for i, s in enumerate(sentences) if s.strip()]
         if not todo:
             return out
-        ids = self.encode([sentences[i] for i in todo])
+        ids = self.encode([sentences[i] for i in todo], [first_line + i for i in todo])
         lengths = [len(r) for r in ids]
         for batch_rows in self.batches(lengths):
-            batch = collate([ids[r] for r in batch_rows], None, batch_rows).to(self.device)
+            batch = collate([ids[r] for r in batch_rows]).to(self.device)
             with autocast(self.device, self.precision):
                 results = search(self.model, batch.src, batch.src_lengths, self.cfg, self.generator)
             for r, hyps in zip(batch_rows, results, strict=True):

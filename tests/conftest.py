@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import subprocess
 import sys
@@ -92,3 +93,29 @@ def run_cli(module: str, *args: str, cwd: Path, stdin: str | None = None, check:
             f"{module} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
         )
     return proc
+
+
+def last_losses(run: Path) -> dict[int, float]:
+    """Step -> the last loss ``metrics.jsonl`` holds for it (a resumed run logs some steps twice)."""
+    losses = {}
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        losses[row["step"]] = row["loss"]
+    return losses
+
+
+def compose_train(corpus, *extra: str):
+    """The checked train config of a tiny run, composed in-process."""
+    from seq2seq.config import compose
+
+    return compose("train", [*tiny_overrides(corpus), "trainer.samples=0", *extra])
+
+
+def assert_one_error(proc, *fragments: str) -> str:
+    """The command failed as a user mistake: exit 2, one ``error:`` line naming ``fragments``."""
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1, f"exit {proc.returncode}\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr, proc.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], (fragment, errors[0])
+    return errors[0]

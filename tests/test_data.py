@@ -15,6 +15,8 @@ from seq2seq.data.tokenizer import build_tokenizer
 from seq2seq.errors import UserError
 from seq2seq.special import BOS_ID, EOS_ID, PAD_ID
 
+from .conftest import ROOT
+
 
 def test_read_lines_trims_keeps_tabs_and_reads_gzip(tmp_path):
     text = "  Ein Hund läuft. \nzwei\tWörter\n\n"
@@ -27,7 +29,7 @@ def test_read_lines_trims_keeps_tabs_and_reads_gzip(tmp_path):
 
 
 def test_embedded_corpus_tab_line_is_kept():
-    lines = read_lines("data/multi30k/train.de.gz")
+    lines = read_lines(ROOT / "data" / "multi30k" / "train.de.gz")
     assert len(lines) == 29000
     assert "\t" in lines[7365]
 
@@ -117,7 +119,7 @@ def test_batches_group_similar_lengths():
 
 
 def test_collate_pads_and_shifts():
-    batch = collate([[5, 6, EOS_ID], [7, EOS_ID]], [[8, 9], [10]], [0, 1])
+    batch = collate([[5, 6, EOS_ID], [7, EOS_ID]], [[8, 9], [10]])
     assert batch.src.tolist() == [[5, 6, EOS_ID], [7, EOS_ID, PAD_ID]]
     assert batch.src_lengths.tolist() == [3, 2]
     assert batch.tgt_in.tolist() == [[BOS_ID, 8, 9], [BOS_ID, 10, PAD_ID]]

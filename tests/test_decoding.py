@@ -180,7 +180,7 @@ def test_sentence_without_eos_stops_at_length_limit():
             assert all(len(h.tokens) == limit - 1 for h in hyps), name  # the forced EOS is the last token
     assert [hyps[0].tokens for hyps in runs["beam"]] == [[A] * 5, [A] * 3]
     capped = ScriptedModel(model.policy, max_positions=3)
-    assert [len(h[0].tokens) for h in beam_search(capped, src, lengths)] == [2, 2]
+    assert [len(h[0].tokens) for h in beam_search(capped, src, lengths, beam_size=5)] == [2, 2]
 
 
 def test_hypotheses_are_consistent_with_the_model():

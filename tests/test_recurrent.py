@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from hydra.utils import instantiate
 
 from seq2seq.config import model_preset
+from seq2seq.models.attention import ATTENTIONS
 from seq2seq.models.recurrent import RecurrentEncoderDecoder
 from seq2seq.special import BOS_ID, EOS_ID, PAD_ID
 
-ATTENTIONS = ["bahdanau", "dot", "general", "concat", "local"]
 CELLS = ["gru", "lstm"]
 VOCAB = 13
 
@@ -130,7 +132,7 @@ def test_tied_and_shared_embeddings_share_parameters():
     "kwargs, message",
     [
         ({"cell": "rnn"}, "gru, lstm"),
-        ({"attention": "cosine"}, "bahdanau, dot, general, concat, local"),
+        ({"attention": "cosine"}, ", ".join(ATTENTIONS)),
         ({"emb_size": 6, "tie_embeddings": True}, r"emb_size \(6\).*hidden_size \(8\)"),
     ],
 )
@@ -171,3 +173,9 @@ def test_preset_overfits_toy_pairs(preset):
         loss.backward()
         optimizer.step()
     assert loss.item() < 0.05
+
+
+def test_readme_lists_every_attention_type():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for name in ATTENTIONS:
+        assert f"`{name}`" in readme, name

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import io
-import json
 import os
 import re
 import shutil
@@ -19,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import hydra
 import pytest
 import sentencepiece as spm
 import torch
@@ -30,32 +28,13 @@ import seq2seq.checkpoint
 import seq2seq.trainer
 from seq2seq import __version__
 from seq2seq.checkpoint import FORMAT, load_checkpoint, save_checkpoint
-from seq2seq.config import CONFIG_DIR, check, compose
+from seq2seq.config import compose
 from seq2seq.errors import UserError
 from seq2seq.translate import translate
 
-from .conftest import head, run_cli, tiny_overrides
+from .conftest import assert_one_error, compose_train, head, last_losses, run_cli, tiny_overrides
 
 # ---------------------------------------------------------------- helpers
-
-
-def assert_one_error(proc, *fragments: str) -> str:
-    """The command failed as a user mistake: exit 2, one ``error:`` line naming ``fragments``."""
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert proc.returncode == 2 and len(errors) == 1, f"exit {proc.returncode}\n{proc.stderr}"
-    assert "Traceback" not in proc.stderr, proc.stderr
-    for fragment in fragments:
-        assert fragment in errors[0], (fragment, errors[0])
-    return errors[0]
-
-
-def last_losses(run: Path) -> dict[int, float]:
-    """Step -> the last loss ``metrics.jsonl`` holds for it (a resumed run logs some steps twice)."""
-    losses = {}
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        losses[row["step"]] = row["loss"]
-    return losses
 
 
 def all_finite(state: dict) -> bool:
@@ -94,13 +73,6 @@ def evil_checkpoint(path: Path, marker: Path) -> Path:
     """A zip checkpoint that looks like ours but carries code that creates ``marker``."""
     torch.save({"format": FORMAT, "model": {}, "config": {}, "extra": CreatesFile(marker)}, path)
     return path
-
-
-def compose_train(corpus, *extra: str):
-    """The checked train config of a tiny run, composed in-process."""
-    with hydra.initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = hydra.compose("train", overrides=[*tiny_overrides(corpus), "trainer.samples=0", *extra])
-    return check(cfg)
 
 
 def patch_training_loss(monkeypatch, corrupt):
@@ -360,7 +332,7 @@ def test_a_few_nan_losses_are_skipped(tiny_corpus, tmp_path, monkeypatch, caplog
         tiny_corpus, "trainer.max_steps=8", "trainer.eval_every=100", "trainer.max_bad_steps=5"
     )
     patch_training_loss(monkeypatch, NaNLoss(3, 5))
-    progress = seq2seq.trainer.train(cfg, tmp_path / "run")
+    progress = seq2seq.trainer.train(cfg, tmp_path / "run").progress
     assert progress.step == 8
     skipped = [r for r in caplog.records if "update skipped" in r.getMessage()]
     assert [r.levelname for r in skipped] == ["WARNING"] * 3
@@ -442,6 +414,30 @@ def test_checkpoint_of_another_format(run_copy):
     torch.save(ckpt, run_copy / "checkpoints/future.pt")
     proc = run_cli("evaluate", "checkpoint=run/checkpoints/future.pt", cwd=run_copy.parent, check=False)
     assert_one_error(proc, f"format {FORMAT + 1}", "99.0", f"format {FORMAT}", __version__)
+
+
+def test_checkpoint_of_format_1_still_loads_and_resumes(run_copy, tiny_corpus):
+    """A checkpoint written in format 1 (the Transformer's ``tie_output``, one random state
+    at the top level, ``trainer.valid_max_tokens``): translate reads it, and training resumes
+    from it as from a new one."""
+    ckpt = torch.load(run_copy / "checkpoints/last.pt", weights_only=True)
+    ckpt["format"], ckpt["rng"] = 1, ckpt["rng"][0]
+    ckpt["config"]["model"]["tie_output"] = ckpt["config"]["model"].pop("tie_embeddings")
+    ckpt["config"]["trainer"]["valid_max_tokens"] = 8000
+    torch.save(ckpt, run_copy / "checkpoints/last.pt")
+    out = run_cli("translate", "checkpoint=run/checkpoints/last.pt", cwd=run_copy.parent, stdin="Ein Hund.\n")
+    assert out.stdout.count("\n") == 1
+    args = ["trainer.max_steps=6", "trainer.save_every=1", "trainer.keep_last=2", "trainer.eval_every=100"]
+    resumed = run_cli(
+        "train",
+        *tiny_overrides(tiny_corpus),
+        "hydra.run.dir=run",
+        "trainer.samples=0",
+        *args,
+        cwd=run_copy.parent,
+    )
+    assert "at step 5" in resumed.stderr and "random state reseeded" not in resumed.stderr
+    assert load_checkpoint(run_copy / "checkpoints/last.pt")["format"] == FORMAT
 
 
 def test_tokenizer_replaced_by_another_model(run_copy, tiny_corpus, tmp_path):

@@ -10,7 +10,6 @@ import torch
 from seq2seq.loss import label_smoothed_cross_entropy
 from seq2seq.models import Transformer
 from seq2seq.models.base import map_state
-from seq2seq.models.transformer import rows_per_sentence
 from seq2seq.special import BOS_ID, EOS_ID, PAD_ID
 
 
@@ -55,13 +54,20 @@ def test_padding_changes_nothing_and_gets_no_attention():
 
 
 def test_step_does_not_change_its_input_state():
+    """Stepping from a state with a non-empty cache leaves every tensor of it as it was."""
     model = tiny().eval()
-    src, lengths, _ = toy_batch()
-    state = model.init_state(model.encode(src, lengths))
+    src, lengths, tgt_in = toy_batch()
+    _, state = model.step(tgt_in[:, 0], model.init_state(model.encode(src, lengths)))
+    assert state["self_k"][0].size(2) == 1  # one cached position
     before = map_state(state, torch.clone)
-    model.step(torch.full((3,), BOS_ID), state)
-    assert all(torch.equal(a, b) for a, b in zip(state["self_k"], before["self_k"], strict=True))
-    assert torch.equal(state["pos"], before["pos"])
+    _, after = model.step(tgt_in[:, 1], state)
+    assert after["self_k"][0].size(2) == 2
+    assert state.keys() == before.keys()
+    for key in state:
+        for a, b in zip(
+            *(s[key] if isinstance(s[key], list) else [s[key]] for s in (state, before)), strict=True
+        ):
+            assert torch.equal(a, b), key  # self_k, self_v, cross_k, cross_v, pos, src_mask
 
 
 def test_reorder_before_step_equals_after():
@@ -79,6 +85,8 @@ def test_embeddings_are_tied():
     model = tiny()
     assert model.output.weight is model.src_embed.weight is model.tgt_embed.weight
     separate = Transformer(50, 60, shared_vocab=False, d_model=32, heads=4, ffn_dim=64)
+    untied = Transformer(50, 50, d_model=32, heads=4, ffn_dim=64, tie_embeddings=False)
+    assert untied.output.weight is not untied.tgt_embed.weight
     assert separate.output.weight is separate.tgt_embed.weight
     assert separate.src_embed.weight is not separate.tgt_embed.weight
 
@@ -117,7 +125,7 @@ def test_beams_share_their_sentences_cross_attention():
     src, lengths, tgt_in = toy_batch()
     state = model.init_state(model.encode(src, lengths))
     beams = model.reorder_state(state, torch.tensor([0, 0, 1, 1, 2, 2]))  # two rows per sentence
-    assert rows_per_sentence(beams) == 2 and beams["cross_k"][0] is state["cross_k"][0]  # not copied
+    assert model.rows_per_sentence(beams) == 2 and beams["cross_k"][0] is state["cross_k"][0]  # not copied
     _, beams = model.step(tgt_in[[0, 0, 1, 1, 2, 2], 0], beams)
     for index, group in (
         (torch.tensor([1, 0, 2, 2, 5, 4]), 2),  # same sentences, beams swapped
@@ -125,10 +133,24 @@ def test_beams_share_their_sentences_cross_attention():
         (torch.tensor([0, 2, 3, 3, 5]), 1),  # uneven: one copy per row
     ):
         fast = model.reorder_state(beams, index)
-        assert rows_per_sentence(fast) == group and fast["cross_k"][0].size(0) == len(index) // group
+        assert model.rows_per_sentence(fast) == group and fast["cross_k"][0].size(0) == len(index) // group
         rows = index // 2  # the sentence of each new row
         alone = model.init_state(model.encode(src[rows], lengths[rows]))
         _, alone = model.step(tgt_in[rows, 0], alone)
         a, _ = model.step(tgt_in[rows, 1], fast)
         b, _ = model.step(tgt_in[rows, 1], alone)
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"heads": 5}, r"d_model \(32\) must be a multiple of heads \(5\)"),
+        ({"attention_layer": 4}, r"attention_layer \(4\)"),
+    ],
+)
+def test_bad_arguments_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(**kwargs)
+    with pytest.raises(ValueError, match="shared_vocab needs equal vocab sizes"):
+        Transformer(50, 60, shared_vocab=True, d_model=32, heads=4)

@@ -15,23 +15,21 @@ class Batch:
     """A padded batch.
 
     src: (B, S) source ids ending in EOS; src_lengths: (B,);
-    tgt_in: (B, T) BOS + target ids; tgt_out: (B, T) target ids + EOS;
-    indices: the corpus line (0-based) of each row.
+    tgt_in: (B, T) BOS + target ids; tgt_out: (B, T) target ids + EOS
+    (both (B, 0) for a batch of sources alone).
     """
 
     src: torch.Tensor
     src_lengths: torch.Tensor
     tgt_in: torch.Tensor
     tgt_out: torch.Tensor
-    indices: list[int]
 
     def to(self, device) -> Batch:
         return Batch(
-            self.src.to(device, non_blocking=True),
-            self.src_lengths.to(device, non_blocking=True),
-            self.tgt_in.to(device, non_blocking=True),
-            self.tgt_out.to(device, non_blocking=True),
-            self.indices,
+            *(
+                t.to(device, non_blocking=True)
+                for t in (self.src, self.src_lengths, self.tgt_in, self.tgt_out)
+            )
         )
 
     @property
@@ -47,16 +45,16 @@ def pad(rows: list[list[int]]) -> torch.Tensor:
     return out
 
 
-def collate(src: list[list[int]], tgt: list[list[int]] | None, indices: list[int]) -> Batch:
+def collate(src: list[list[int]], tgt: list[list[int]] | None = None) -> Batch:
     """Make a ``Batch`` from source ids (with EOS) and target ids (without BOS/EOS)."""
     src_t = pad(src)
     lengths = torch.tensor([len(s) for s in src], dtype=torch.long)
     if tgt is None:
         empty = torch.zeros(len(src), 0, dtype=torch.long)
-        return Batch(src_t, lengths, empty, empty, indices)
+        return Batch(src_t, lengths, empty, empty)
     tgt_in = pad([[BOS_ID] + t for t in tgt])
     tgt_out = pad([t + [EOS_ID] for t in tgt])
-    return Batch(src_t, lengths, tgt_in, tgt_out, indices)
+    return Batch(src_t, lengths, tgt_in, tgt_out)
 
 
 def token_batches(

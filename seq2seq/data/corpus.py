@@ -8,16 +8,16 @@ from pathlib import Path
 from seq2seq.errors import UserError
 
 
-def read_lines(path: str | Path) -> list[str]:
+def read_lines(path: str | Path, key: str = "the data.* paths") -> list[str]:
     """Read a text file (plain or ``.gz``) into a list of sentences.
 
     Surrounding whitespace is trimmed; whitespace inside a sentence (a TAB too)
     is kept as text. Raises ``UserError`` naming the file (and the line, for
-    bad UTF-8) when the file cannot be read.
+    bad UTF-8) when the file cannot be read; ``key`` is the setting that named it.
     """
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: no such file; check the data.* paths on the command line")
+        raise UserError(f"{path}: no such file; check {key}")
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
@@ -39,9 +39,12 @@ def read_lines(path: str | Path) -> list[str]:
     return out
 
 
-def read_parallel(src_path: str | Path, tgt_path: str | Path) -> tuple[list[str], list[str]]:
-    """Read two line-aligned files; both must have the same number of lines."""
-    src, tgt = read_lines(src_path), read_lines(tgt_path)
+def read_parallel(
+    src_path: str | Path, tgt_path: str | Path, key: str = "data.*"
+) -> tuple[list[str], list[str]]:
+    """Read two line-aligned files; both must have the same number of lines. ``key``
+    is the setting that named them (``data.train`` gives data.train.src and .tgt)."""
+    src, tgt = read_lines(src_path, f"{key}.src"), read_lines(tgt_path, f"{key}.tgt")
     if len(src) != len(tgt):
         raise UserError(
             f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; "

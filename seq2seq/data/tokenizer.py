@@ -79,10 +79,6 @@ class Tokenizer:
     def tgt_pieces(self, ids: list[int]) -> list[str]:
         return [self.tgt.id_to_piece(i) for i in ids]
 
-    def files(self) -> dict[str, str]:
-        """Role -> file name, e.g. {"src": "spm.model", "tgt": "spm.model"}."""
-        return {"src": self.src_path.name, "tgt": self.tgt_path.name}
-
 
 def _train_spm(sentences: list[str], vocab_size: int, model_type: str, coverage: float, out: Path) -> None:
     buffer = io.BytesIO()

@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
+from seq2seq.config import search_name
 from seq2seq.decoding.common import Hypothesis
 from seq2seq.decoding.greedy import greedy_search
 
 
 def search(model, src, src_lengths, cfg, generator=None) -> list[list[Hypothesis]]:
-    """Decode a batch with the strategy ``cfg`` (a ``decoding`` config) names.
+    """Decode a batch with the search ``cfg`` (a ``decoding`` config) selects
+    (``seq2seq.config.search_name``).
 
     Args:
         src: (B, S) source ids; src_lengths: (B,).
+        generator: the random draws of sampling.
     Returns:
         for each sentence, its hypotheses, best first.
     """
     lengths = {"max_len_a": cfg.max_len_a, "max_len_b": cfg.max_len_b}
-    if cfg.sampling:
+    name = search_name(cfg)
+    if name == "sampling":
         from seq2seq.decoding.sampling import sample
 
         return sample(
             model, src, src_lengths, cfg.temperature, cfg.top_k, cfg.top_p, generator=generator, **lengths
         )
-    if cfg.beam_size <= 1:
+    if name == "greedy":
         return greedy_search(model, src, src_lengths, **lengths)
     from seq2seq.decoding.beam import beam_search
 

@@ -38,7 +38,7 @@ import math
 
 import torch
 
-from seq2seq.decoding.common import Hypothesis, length_penalty, max_output_lengths
+from seq2seq.decoding.common import DEFAULTS, Hypothesis, length_penalty, max_output_lengths
 from seq2seq.models.base import EncoderDecoder
 from seq2seq.special import BOS_ID, EOS_ID
 
@@ -180,12 +180,12 @@ def beam_search(
     model: EncoderDecoder,
     src: torch.Tensor,
     src_lengths: torch.Tensor,
-    beam_size: int = 5,
-    nbest: int = 1,
-    alpha: float = 0.6,
-    max_len_a: float = 1.5,
-    max_len_b: int = 10,
-    no_repeat_ngram_size: int = 0,
+    beam_size: int,
+    nbest: int = DEFAULTS.nbest,
+    alpha: float = DEFAULTS.alpha,
+    max_len_a: float = DEFAULTS.max_len_a,
+    max_len_b: int = DEFAULTS.max_len_b,
+    no_repeat_ngram_size: int = DEFAULTS.no_repeat_ngram_size,
 ) -> list[list[Hypothesis]]:
     """Decode a batch with beam search (scoring and stopping rules: module docstring).
 

@@ -6,6 +6,10 @@ from dataclasses import dataclass
 
 import torch
 
+from seq2seq.config import DecodingConfig
+
+DEFAULTS = DecodingConfig()  # the searches' keyword defaults are the config's (one place)
+
 
 @dataclass
 class Hypothesis:
@@ -44,4 +48,4 @@ def length_penalty(length: torch.Tensor | int, alpha: float):
     return ((5.0 + length) / 6.0) ** alpha
 
 
-__all__ = ["Hypothesis", "length_penalty", "max_output_lengths"]
+__all__ = ["DEFAULTS", "Hypothesis", "length_penalty", "max_output_lengths"]

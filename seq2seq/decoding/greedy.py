@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from seq2seq.decoding.common import Hypothesis, max_output_lengths
+from seq2seq.decoding.common import DEFAULTS, Hypothesis, max_output_lengths
 from seq2seq.models.base import EncoderDecoder
 from seq2seq.special import BOS_ID, EOS_ID
 
@@ -14,8 +14,8 @@ def greedy_search(
     model: EncoderDecoder,
     src: torch.Tensor,
     src_lengths: torch.Tensor,
-    max_len_a: float = 1.5,
-    max_len_b: int = 10,
+    max_len_a: float = DEFAULTS.max_len_a,
+    max_len_b: int = DEFAULTS.max_len_b,
 ) -> list[list[Hypothesis]]:
     """Decode a batch greedily.
 

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from seq2seq.decoding.common import Hypothesis, max_output_lengths
+from seq2seq.decoding.common import DEFAULTS, Hypothesis, max_output_lengths
 from seq2seq.models.base import EncoderDecoder
 from seq2seq.special import BOS_ID, EOS_ID
 
@@ -74,11 +74,11 @@ def sample(
     model: EncoderDecoder,
     src: torch.Tensor,
     src_lengths: torch.Tensor,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    max_len_a: float = 1.5,
-    max_len_b: int = 10,
+    temperature: float = DEFAULTS.temperature,
+    top_k: int = DEFAULTS.top_k,
+    top_p: float = DEFAULTS.top_p,
+    max_len_a: float = DEFAULTS.max_len_a,
+    max_len_b: int = DEFAULTS.max_len_b,
     generator: torch.Generator | None = None,
 ) -> list[list[Hypothesis]]:
     """Draw one translation per sentence.

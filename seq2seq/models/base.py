@@ -1,16 +1,26 @@
 """The one interface every encoder-decoder implements.
 
-Training uses the teacher-forced ``forward``. Decoding (greedy, beam search,
-sampling), evaluation and translation use only ``encode``, ``init_state``,
-``step`` and ``reorder_state``, so they never need to know which architecture
-they drive.
+Training uses the teacher-forced ``features`` and ``project``. Decoding (greedy,
+beam search, sampling), evaluation and translation use only ``encode``,
+``init_state``, ``step`` and ``reorder_state``, so they never need to know which
+architecture they drive. ``attention`` is optional: a model without attention
+weights to show returns None, and no heatmap is drawn.
 
-A decoder *state* is a plain dict of tensors (or lists of tensors) with the
-batch in dimension 0. ``step`` returns a new state instead
-of storing anything on the module, and ``reorder_state`` selects its rows, which
-is all beam search needs. A model may keep parts of its state once per source
-sentence rather than once per row (the Transformer does, for its cross-attention
-keys and values); it then overrides ``reorder_state``.
+The decoder state
+    A plain dict of tensors (or lists of tensors), batch in dimension 0. ``step``
+    returns a new state instead of storing anything on the module, and
+    ``reorder_state(state, index)`` selects its rows, which is all a search needs.
+
+Rows and sentences
+    ``init_state`` gives one row per source sentence. A search may then give a
+    sentence several rows (its beams), always side by side: the rows of sentence
+    ``j`` are ``j * G ... j * G + G - 1`` for ``G`` rows per sentence. Parts of the
+    state that depend on the source alone (the encoder memory, attention keys)
+    are kept once per sentence and shared by its rows; a model lists them in
+    ``sentence_keys``. Every other entry has one row per decoder row.
+    ``reorder_state`` keeps the sharing whenever the new rows come in equal runs
+    per sentence (beam search always selects rows that way), and otherwise gives
+    each row its own copy (G = 1). ``rows_per_sentence`` reads G off the shapes.
 """
 
 from __future__ import annotations
@@ -32,13 +42,65 @@ def map_state(state, fn):
     return state
 
 
+def first_tensor(value) -> torch.Tensor | None:
+    """The first tensor of a (nested) state entry, or None."""
+    if isinstance(value, torch.Tensor):
+        return value
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+    for item in items:
+        found = first_tensor(item)
+        if found is not None:
+            return found
+    return None
+
+
+def rows_per_sentence(state: State, sentence_keys: tuple[str, ...]) -> int:
+    """G: decoder rows over source sentences, read off the first tensor of each kind."""
+    if not sentence_keys:
+        return 1
+    rows = first_tensor([v for k, v in state.items() if k not in sentence_keys])
+    sentences = first_tensor([state[k] for k in sentence_keys])
+    if rows is None or sentences is None or sentences.size(0) == 0:
+        return 1
+    return max(1, rows.size(0) // sentences.size(0))
+
+
+def reorder_rows(state: State, index: torch.Tensor, sentence_keys: tuple[str, ...]) -> State:
+    """Row i of the result is row ``index[i]`` of ``state``; the entries in
+    ``sentence_keys`` follow once per sentence (module docstring)."""
+    rows = {
+        k: map_state(v, lambda t: t.index_select(0, index))
+        for k, v in state.items()
+        if k not in sentence_keys
+    }
+    if not sentence_keys:
+        return rows
+    source = torch.div(
+        index, rows_per_sentence(state, sentence_keys), rounding_mode="floor"
+    )  # (B',) sentence
+    runs, counts = torch.unique_consecutive(source, return_counts=True)  # (N',), (N',)
+    grouped = counts.numel() > 0 and bool((counts == counts[0]).all())
+    sentences = runs if grouped else source  # (B' / G',) the sentence of each new group of rows
+    before = first_tensor([state[k] for k in sentence_keys]).size(0)
+    unchanged = sentences.numel() == before and torch.equal(
+        sentences, torch.arange(before, device=sentences.device)
+    )
+    shared = {
+        k: state[k] if unchanged else map_state(state[k], lambda t: t.index_select(0, sentences))
+        for k in sentence_keys
+    }
+    return {**rows, **shared}
+
+
 class EncoderDecoder(nn.Module):
     """Base class of the models in ``seq2seq.models``.
 
     Subclasses implement ``encode``, ``init_state``, ``step`` and
-    ``features``/``project``; the default ``reorder_state`` works for any state
-    whose tensors all have one row per decoder row.
+    ``features``/``project``, and list in ``sentence_keys`` the state entries they
+    keep once per source sentence; ``reorder_state`` then works for them as it is.
     """
+
+    sentence_keys: tuple[str, ...] = ()
 
     def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> State:
         """Encode the source once.
@@ -48,12 +110,12 @@ class EncoderDecoder(nn.Module):
             src_lengths: (B,) number of real tokens in each row.
         Returns:
             ``memory``: a dict of tensors with the batch in dimension 0, passed
-            to ``init_state`` and ``attention``.
+            to ``init_state``.
         """
         raise NotImplementedError
 
     def init_state(self, memory: State) -> State:
-        """Return the decoder state before the first target token."""
+        """Return the decoder state before the first target token, one row per sentence."""
         raise NotImplementedError
 
     def step(self, tgt: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
@@ -61,7 +123,7 @@ class EncoderDecoder(nn.Module):
 
         Args:
             tgt: (B,) the previous target token of each row (``BOS_ID`` first).
-            state: the state returned by ``init_state`` or the previous step.
+            state: the state returned by ``init_state``, ``reorder_state`` or the previous step.
         Returns:
             logits: (B, V) unnormalised scores of the next token.
             state: the new state; the input state is left unchanged.
@@ -89,18 +151,23 @@ class EncoderDecoder(nn.Module):
         and ``project`` itself so that padded positions skip the output layer."""
         return self.project(self.features(src, src_lengths, tgt_in))
 
-    def attention(self, src, src_lengths, tgt_in) -> torch.Tensor:
-        """Cross-attention weights of a teacher-forced pass, for plots.
+    def attention(self, src, src_lengths, tgt_in) -> torch.Tensor | None:
+        """Cross-attention weights of a teacher-forced pass, for heatmaps (optional).
 
         Returns:
-            (B, T, S) weights; each row sums to 1 over the real source tokens.
+            (B, T, S) weights, each row summing to 1 over the real source tokens;
+            or None for a model that has none to show.
         """
-        raise NotImplementedError
+        return None
 
     def reorder_state(self, state: State, index: torch.Tensor) -> State:
-        """Select (and repeat) batch rows of ``state``: row i of the result is row
-        ``index[i]`` of the input. Used by beam search after each step."""
-        return map_state(state, lambda t: t.index_select(0, index))
+        """Select (and repeat) decoder rows: row i of the result is row ``index[i]``
+        of ``state``. Used by the searches after each step."""
+        return reorder_rows(state, index, self.sentence_keys)
+
+    def rows_per_sentence(self, state: State) -> int:
+        """G, the decoder rows each source sentence has in ``state``."""
+        return rows_per_sentence(state, self.sentence_keys)
 
     @property
     def max_positions(self) -> int | None:

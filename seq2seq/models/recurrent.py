@@ -122,13 +122,16 @@ class Bridge(nn.Module):
 class RecurrentEncoderDecoder(EncoderDecoder):
     """GRU/LSTM encoder-decoder with attention, input feeding and tied embeddings.
 
-    Decoder state (all tensors batch-first):
+    Decoder state (all tensors batch-first). Per decoder row (B = N * G rows):
         hidden: (B, L_dec, H) decoder RNN states;  cell: (B, L_dec, H), LSTM only;
         feed: (B, H) previous attentional vector, only with input feeding;
-        attention: (B, S) weights of the last step (zeros before the first);
-        memory: (B, S, H); keys: (B, S, K) precomputed attention keys;
-        src_mask: (B, S) True at real tokens; src_lengths: (B,).
+        attention: (B, S) weights of the last step (zeros before the first).
+    Per source sentence (N rows), shared by its G rows (``sentence_keys``):
+        memory: (N, S, H); keys: (N, S, K) precomputed attention keys;
+        src_mask: (N, S) True at real tokens; src_lengths: (N,).
     """
+
+    sentence_keys = ("memory", "keys", "src_mask", "src_lengths")
 
     def __init__(
         self,
@@ -170,7 +173,9 @@ class RecurrentEncoderDecoder(EncoderDecoder):
         )
         rnn_input_size = emb_size + (hidden_size if input_feeding else 0)
         self.decoder_rnn = make_rnn(cell, rnn_input_size, hidden_size, decoder_layers, dropout)
-        self.attention_layer = build_attention(attention, hidden_size, hidden_size, local_window)
+        self.attention_layer = build_attention(
+            attention, hidden_size, hidden_size, local_window, max_positions
+        )
         self.combine = nn.Linear(2 * hidden_size, hidden_size, bias=False)  # W_c
         self.dropout = nn.Dropout(dropout)
         self.output = nn.Linear(hidden_size, tgt_vocab_size)
@@ -229,12 +234,18 @@ class RecurrentEncoderDecoder(EncoderDecoder):
         return outputs, {**state, "hidden": hidden.transpose(0, 1)}  # (B, L_dec, H)
 
     def attend(self, query: torch.Tensor, state: State) -> tuple[torch.Tensor, torch.Tensor]:
-        """Attentional vectors h~ = tanh(W_c [c; h]) for queries ``h`` (B, T, H).
+        """Attentional vectors h~ = tanh(W_c [c; h]) for queries ``h`` (B, T, H), the
+        rows of each sentence attending over its one copy of the memory.
 
         Returns (B, T, H) attentional vectors (after dropout) and (B, T, S) weights.
         """
         context, weights = self.attention_layer(
-            query, state["keys"], state["memory"], state["src_mask"], state["src_lengths"]
+            query,
+            state["keys"],
+            state["memory"],
+            state["src_mask"],
+            state["src_lengths"],
+            group=self.rows_per_sentence(state),
         )  # (B, T, H), (B, T, S)
         attentional = torch.tanh(self.combine(torch.cat([context, query], dim=-1)))  # (B, T, H)
         return self.dropout(attentional), weights
@@ -278,7 +289,7 @@ class RecurrentEncoderDecoder(EncoderDecoder):
         return self.output(features)
 
     def attention(self, src, src_lengths, tgt_in) -> torch.Tensor:
-        """Cross-attention weights (B, T, S) of a teacher-forced pass."""
+        """Attention weights (B, T, S) of a teacher-forced pass."""
         state = self.init_state(self.encode(src, src_lengths))
         return self.decode(tgt_in, state)[1]
 

@@ -5,12 +5,9 @@ cross-attention keys and values from the memory once per sentence; ``step``
 feeds one token and appends its self-attention keys and values to the cache
 carried in the returned state, so no step re-runs the prefix.
 
-Beams share their sentence's cross-attention keys and values. The state keeps
-them once per source sentence, and the decoder rows of one sentence sit side
-by side, ``group`` of them (rows / sentences, read off the state's shapes): row
-``r`` belongs to sentence ``r // group``. Cross-attention then stacks a
-sentence's rows as extra query positions, (N * group, 1, D) -> (N, group, D),
-so no beam copies the memory.
+Beams share their sentence's cross-attention keys and values (``sentence_keys``,
+see ``base.py``): cross-attention stacks a sentence's G rows as extra query
+positions, (N * G, 1, D) -> (N, G, D), so no beam copies the memory.
 """
 
 from __future__ import annotations
@@ -21,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seq2seq.models.base import EncoderDecoder, State, map_state
+from seq2seq.models.base import EncoderDecoder, State
 from seq2seq.special import PAD_ID
 
 
@@ -35,12 +32,11 @@ def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
     return table
 
 
-class Attention(nn.Module):
+class MultiHeadAttention(nn.Module):
     """Multi-head attention; self-attention when ``kv`` is None, else cross-attention."""
 
     def __init__(self, d_model: int, heads: int, dropout: float, cross: bool):
         super().__init__()
-        assert d_model % heads == 0, f"d_model {d_model} is not a multiple of heads {heads}"
         self.heads, self.dropout = heads, dropout
         self.q = nn.Linear(d_model, d_model) if cross else None
         self.in_proj = nn.Linear(d_model, 2 * d_model if cross else 3 * d_model)
@@ -95,8 +91,10 @@ class Layer(nn.Module):
     def __init__(self, d_model, heads, ffn_dim, dropout, attention_dropout, decoder, pre_norm):
         super().__init__()
         self.pre_norm = pre_norm
-        self.self_attn = Attention(d_model, heads, attention_dropout, cross=False)
-        self.cross_attn = Attention(d_model, heads, attention_dropout, cross=True) if decoder else None
+        self.self_attn = MultiHeadAttention(d_model, heads, attention_dropout, cross=False)
+        self.cross_attn = (
+            MultiHeadAttention(d_model, heads, attention_dropout, cross=True) if decoder else None
+        )
         self.ffn = nn.Sequential(nn.Linear(d_model, ffn_dim), nn.ReLU(), nn.Linear(ffn_dim, d_model))
         self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(3 if decoder else 2))
         self.drop = nn.Dropout(dropout)
@@ -126,22 +124,19 @@ class Layer(nn.Module):
         return x, kv, weights
 
 
-_ROW_KEYS = ("self_k", "self_v", "pos")  # state entries with one row per decoder row
-
-
-def rows_per_sentence(state: State) -> int:
-    """Decoder rows per source sentence: B rows of "pos" over N rows of "src_mask"."""
-    return max(1, state["pos"].size(0) // max(1, state["src_mask"].size(0)))
-
-
 class Transformer(EncoderDecoder):
     """Encoder-decoder Transformer with sinusoidal positions and tied embeddings.
+
+    Decoder state: per source sentence (N rows) "src_mask" (N, S) and, per layer,
+    "cross_k", "cross_v" (N, h, S, d); per decoder row (B = N * G rows) the
+    self-attention cache "self_k", "self_v" (B, h, t, d) per layer and the next
+    position "pos" (B,).
 
     Args:
         src_vocab_size, tgt_vocab_size: vocabulary sizes (set by the trainer).
         shared_vocab: source and target use one vocabulary, so all three
             embedding matrices (source, target, output) are one.
-        tie_output: tie the target embedding and the output layer.
+        tie_embeddings: tie the target embedding and the output layer.
         pre_norm: LayerNorm before each sublayer (default) or after it.
         attention_layer: decoder layer whose cross-attention ``attention`` shows.
     """
@@ -159,15 +154,24 @@ class Transformer(EncoderDecoder):
         dropout: float = 0.1,
         attention_dropout: float = 0.0,
         pre_norm: bool = True,
-        tie_output: bool = True,
+        tie_embeddings: bool = True,
         max_positions: int = 256,
         attention_layer: int = -1,
     ):
         super().__init__()
+        if d_model % heads:
+            raise ValueError(f"d_model ({d_model}) must be a multiple of heads ({heads})")
+        if shared_vocab and src_vocab_size != tgt_vocab_size:
+            raise ValueError(
+                f"shared_vocab needs equal vocab sizes, got {src_vocab_size} and {tgt_vocab_size}"
+            )
+        if not -decoder_layers <= attention_layer < decoder_layers:
+            raise ValueError(
+                f"attention_layer ({attention_layer}) must name one of the {decoder_layers} decoder layers"
+            )
         self.d_model, self.heads, self.attention_layer = d_model, heads, attention_layer
         self.src_embed = nn.Embedding(src_vocab_size, d_model, padding_idx=PAD_ID)
         if shared_vocab:
-            assert src_vocab_size == tgt_vocab_size, "a shared vocabulary needs equal sizes"
             self.tgt_embed = self.src_embed
         else:
             self.tgt_embed = nn.Embedding(tgt_vocab_size, d_model, padding_idx=PAD_ID)
@@ -180,7 +184,7 @@ class Transformer(EncoderDecoder):
         self.drop = nn.Dropout(dropout)
         self.output = nn.Linear(d_model, tgt_vocab_size, bias=False)
         self._init_weights()
-        if tie_output:
+        if tie_embeddings:
             self.output.weight = self.tgt_embed.weight
 
     def _init_weights(self):
@@ -211,13 +215,10 @@ class Transformer(EncoderDecoder):
             x, _, _ = layer(x, self_mask=attn_mask)
         return {"memory": self.encoder_norm(x), "src_mask": src_mask}
 
-    def init_state(self, memory: State) -> State:
-        """Decoder state before the first token.
+    sentence_keys = ("src_mask", "cross_k", "cross_v")
 
-        Per source sentence (N rows): "src_mask" (N, S) and, per layer, "cross_k" and
-        "cross_v" (N, h, S, d). Per decoder row (B = N * group rows): the self-attention
-        cache "self_k", "self_v" (B, h, t, d) per layer and the next position "pos" (B,).
-        """
+    def init_state(self, memory: State) -> State:
+        """Decoder state before the first token, one row per sentence (keys: class docstring)."""
         B = memory["memory"].size(0)
         cross = [layer.cross_attn.keys_values(memory["memory"]) for layer in self.decoder]
         empty = memory["memory"].new_zeros(B, self.heads, 0, self.d_model // self.heads)  # (B, h, 0, d)
@@ -230,29 +231,6 @@ class Transformer(EncoderDecoder):
             "pos": torch.zeros(B, dtype=torch.long, device=empty.device),
         }
 
-    def reorder_state(self, state: State, index: torch.Tensor) -> State:
-        """Select decoder rows by ``index`` (B',); the per-sentence part follows.
-
-        When the new rows come in runs of equal length, one run per sentence (beam
-        search always selects rows that way), the sentences' cross-attention keys
-        and values are kept once per run, and not copied at all if every sentence
-        stays. Otherwise each row gets its own copy (group 1).
-        """
-        rows = {key: map_state(state[key], lambda t: t.index_select(0, index)) for key in _ROW_KEYS}
-        source = torch.div(index, rows_per_sentence(state), rounding_mode="floor")  # (B',) its sentence
-        runs, counts = torch.unique_consecutive(source, return_counts=True)  # (N',), (N',)
-        grouped = counts.numel() > 0 and bool((counts == counts[0]).all())
-        sentences = runs if grouped else source  # (B' / group,)
-        num_sentences = state["src_mask"].size(0)
-        unchanged = sentences.numel() == num_sentences and torch.equal(
-            sentences, torch.arange(num_sentences, device=sentences.device)
-        )
-        per_sentence = {
-            key: state[key] if unchanged else map_state(state[key], lambda t: t.index_select(0, sentences))
-            for key in ("src_mask", "cross_k", "cross_v")
-        }
-        return {**rows, **per_sentence}
-
     def decode(self, tgt: torch.Tensor, state: State, need_weights: bool = False):
         """Run the decoder on tgt (B, T) after the cached prefix in ``state``.
 
@@ -263,7 +241,7 @@ class Transformer(EncoderDecoder):
         x = self.embed(self.tgt_embed, tgt, state["pos"])
         first = state["self_k"][0].size(2) == 0 and tgt.size(1) > 1  # full sequence: causal mask
         chosen = range(len(self.decoder))[self.attention_layer]
-        group = rows_per_sentence(state)
+        group = self.rows_per_sentence(state)
         new_k, new_v, weights = [], [], None
         for i, layer in enumerate(self.decoder):
             cache = None if first else (state["self_k"][i], state["self_v"][i])

@@ -1,0 +1,48 @@
+"""Where and in what precision a model runs: the one place for device and precision choices.
+
+Training, evaluation and translation all pick their device with ``pick_device``,
+their precision with ``pick_precision`` and wrap the forward pass in ``autocast``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from seq2seq.errors import UserError
+
+
+def pick_device(name: str, key: str = "trainer.device") -> torch.device:
+    """``auto``: CUDA when present, else the CPU; ``cpu``, ``cuda`` and ``cuda:N`` as named."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"{key}={name}: no CUDA device is available; use {key}=cpu")
+    return torch.device(name)
+
+
+def pick_precision(name: str, device: torch.device, key: str = "trainer.precision") -> str:
+    """``auto``: bf16 autocast on CUDA (fp16 where bf16 is missing), fp32 on CPU,
+    where bf16 autocast measured slower than fp32 (``scripts/bench_train.py``)."""
+    if name == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "fp32"
+    if name == "fp16" and device.type != "cuda":
+        raise UserError(f"{key}=fp16 needs CUDA; on CPU use bf16 or fp32")
+    return name
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context for a precision name (fp32: none)."""
+    if precision in ("bf16", "fp16"):
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast(device.type, dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def set_threads(num_threads: int) -> None:
+    """Use ``num_threads`` CPU threads for torch (0: keep torch's default)."""
+    if num_threads > 0:
+        torch.set_num_threads(num_threads)

@@ -1,0 +1,63 @@
+"""Validation during training: loss and perplexity under teacher forcing, and the
+BLEU of the configured search (``decoding.*``, greedy by default) on the validation split."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import sacrebleu
+import torch
+
+from seq2seq.data.batching import collate, token_batches
+from seq2seq.decoding import Hypothesis
+from seq2seq.device import autocast
+from seq2seq.loss import label_smoothed_cross_entropy
+
+
+@dataclass
+class ValidSet:
+    """The validation split as text and as ids (sources end in EOS, targets have neither BOS nor EOS)."""
+
+    src_lines: list[str]
+    tgt_lines: list[str]
+    src_ids: list[list[int]]
+    tgt_ids: list[list[int]]
+
+    @classmethod
+    def encode(cls, tokenizer, src_lines: list[str], tgt_lines: list[str]) -> ValidSet:
+        return cls(src_lines, tgt_lines, tokenizer.encode_src(src_lines), tokenizer.encode_tgt(tgt_lines))
+
+
+@dataclass
+class Validation:
+    """What one validation measured."""
+
+    loss: float  # mean negative log-likelihood per target token
+    ppl: float
+    bleu: float  # sacreBLEU of ``texts`` against the references
+    hypotheses: list[Hypothesis]  # the best hypothesis of each sentence
+    texts: list[str]  # their detokenised text
+
+
+@torch.no_grad()
+def validate(model, translator, valid: ValidSet, max_tokens: int, device, precision: str) -> Validation:
+    """Score ``model`` on ``valid``: the loss over batches of ``max_tokens``, then BLEU of
+    ``translator``'s output. The model is left in training mode."""
+    model.eval()
+    try:
+        nll_sum, tokens = 0.0, 0
+        lengths = [len(s) for s in valid.src_ids]
+        for rows in token_batches(lengths, [len(t) for t in valid.tgt_ids], max_tokens):
+            batch = collate([valid.src_ids[i] for i in rows], [valid.tgt_ids[i] for i in rows]).to(device)
+            with autocast(device, precision):
+                logits = model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, V)
+            _, nll = label_smoothed_cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(), 0.0)
+            nll_sum, tokens = nll_sum + float(nll), tokens + batch.num_tgt_tokens
+        best = [hyps[0] for hyps in translator.hypotheses(valid.src_lines)]
+    finally:
+        model.train()
+    texts = [translator.tokenizer.decode_tgt(h.tokens) for h in best]
+    loss = nll_sum / max(tokens, 1)
+    bleu = sacrebleu.corpus_bleu(texts, [valid.tgt_lines]).score
+    return Validation(loss, math.exp(min(loss, 50)), bleu, best, texts)
