@@ -32,12 +32,11 @@ from seq2seq.checkpoint import Checkpointer, Saved, build_model
 from seq2seq.data.batching import collate, token_batches
 from seq2seq.data.corpus import read_parallel
 from seq2seq.data.tokenizer import build_tokenizer, open_tokenizer
-from seq2seq.device import autocast, pick_device, pick_precision, set_threads
+from seq2seq.device import pick_device, pick_precision, set_threads
 from seq2seq.errors import UserError
-from seq2seq.loss import label_smoothed_cross_entropy
 from seq2seq.metrics import TrainingLog
 from seq2seq.signals import Interrupted, StopSignals
-from seq2seq.special import PAD_ID
+from seq2seq.train_step import Objective, Optimization, StepResult, inverse_sqrt, train_step
 from seq2seq.translator import Translator
 from seq2seq.validation import ValidSet, validate
 
@@ -83,79 +82,6 @@ def completed(saved: Saved | None, tcfg) -> str | None:
     )
 
 
-def inverse_sqrt(warmup: int):
-    """Learning-rate factor: linear warmup to 1, then decay with 1/sqrt(step)."""
-    warmup = max(1, warmup)
-    return lambda step: min((step + 1) / warmup, math.sqrt(warmup / (step + 1)))
-
-
-class Objective(nn.Module):
-    """The training forward pass: logits of the target positions that are not padding.
-
-    DistributedDataParallel synchronises the gradients of what its wrapped module's
-    ``forward`` computes, so training calls this module, not the model's methods.
-    """
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, src, src_lengths, tgt_in, keep):
-        """src (B, S), src_lengths (B,), tgt_in (B, T), keep (B, T) -> logits (N, V), N = keep.sum()."""
-        features = self.model.features(src, src_lengths, tgt_in)  # (B, T, D)
-        return self.model.project(features[keep])  # (N, V): padding skips the output layer
-
-
-@dataclass
-class Optimization:
-    """Everything one update needs besides the model and the batch."""
-
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-    label_smoothing: float
-    clip_norm: float  # 0: no clipping
-
-
-@dataclass
-class StepResult:
-    loss: float  # per target token over every process's batch; NaN when the update was skipped
-    grad_norm: float
-    tokens: int  # target tokens of every process's batch
-    stop: bool  # some process was asked to stop (SIGINT/SIGTERM)
-
-
-def train_step(objective, batch, opt: Optimization, device, precision: str, stop: bool = False) -> StepResult:
-    """One optimiser step. The loss, the token count and the stop requests of every
-    process are summed in one all-reduce. The update is skipped when the loss or the
-    gradients are not finite."""
-    keep = batch.tgt_out != PAD_ID  # (B, T)
-    with autocast(device, precision):
-        logits = objective(batch.src, batch.src_lengths, batch.tgt_in, keep)  # (N, V)
-    loss_sum, _ = label_smoothed_cross_entropy(logits, batch.tgt_out[keep], opt.label_smoothing)
-    total, tokens, stops = distributed.all_sum([loss_sum.item(), float(keep.sum()), float(stop)], device)
-    loss, stop = total / tokens, stops > 0
-    opt.optimizer.zero_grad(set_to_none=True)
-    if not math.isfinite(loss):  # the same on every process, so all of them skip
-        return StepResult(loss, float("nan"), int(tokens), stop)
-    # Gradient of the mean over all processes' tokens; DistributedDataParallel then
-    # averages the processes' gradients, hence the world size in the divisor.
-    opt.scaler.scale(loss_sum / (tokens / distributed.world_size())).backward()
-    opt.scaler.unscale_(opt.optimizer)
-    parameters = list(objective.parameters())
-    if opt.clip_norm > 0:
-        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, opt.clip_norm)
-    else:
-        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
-    if not opt.scaler.is_enabled() and not torch.isfinite(grad_norm):
-        opt.optimizer.zero_grad(set_to_none=True)  # fp16's scaler skips such steps itself
-        return StepResult(float("nan"), float(grad_norm), int(tokens), stop)
-    opt.scaler.step(opt.optimizer)
-    opt.scaler.update()
-    opt.scheduler.step()
-    return StepResult(loss, float(grad_norm), int(tokens), stop)
-
-
 class Trainer:
     """One training run of ``cfg`` in ``run_dir``; ``run()`` does it all."""
 
@@ -167,7 +93,7 @@ class Trainer:
         self.checkpointer = Checkpointer(run_dir, self.config, self.tcfg.keep_last)
         self.progress = Progress()
         self.stops = StopSignals(can_abort=self.main)
-        self.started = time.time()
+        self.started, self.bad_steps = time.time(), 0
 
     def run(self) -> Progress:
         """Train until a budget is spent or a signal asks to stop; returns the final progress."""
@@ -284,26 +210,14 @@ class Trainer:
         p, t = self.progress, self.tcfg
         total = t.max_steps or (t.max_epochs * (self.batches_per_epoch // self.world)) or None
         self.log = TrainingLog(self.run_dir, t.log_every, total, p.step, enabled=self.main, bar=t.progress)
-        start, bad_steps, stop = time.time() - p.elapsed, 0, self.budget()
+        self.clock = time.time() - p.elapsed  # the loop's time goes on from the saved run's
+        stop = self.budget()
         if stop:  # resumed by more processes than saved it, at the end of the last epoch
             self.save(best=False)
         self.model.train()
         while stop is None:
             for rows in self.epoch_batches():
-                began = time.perf_counter()
                 result = self.step(rows)
-                p.step, p.batch_in_epoch, p.elapsed = (
-                    p.step + 1,
-                    p.batch_in_epoch + self.world,
-                    time.time() - start,
-                )
-                lr = self.opt.scheduler.get_last_lr()[0]
-                seconds = time.perf_counter() - began
-                self.log.step(p.step, p.epoch, result.loss, result.tokens, seconds, lr, result.grad_norm)
-                bad_steps = 0 if math.isfinite(result.loss) else bad_steps + 1
-                if bad_steps:
-                    self.diverging(bad_steps)
-                self.next_epoch_if_done()
                 if result.stop or (self.world == 1 and self.stops.received):
                     stop = self.save_on_signal()
                     break
@@ -327,6 +241,24 @@ class Trainer:
         )
         return p
 
+    def step(self, rows: list[int]) -> StepResult:
+        """One update on the training pairs ``rows`` (a signal waits until it is done),
+        then the bookkeeping: progress, the log, divergence, the epoch's end."""
+        p, began = self.progress, time.perf_counter()
+        batch = collate([self.train_src[i] for i in rows], [self.train_tgt[i] for i in rows]).to(self.device)
+        result = train_step(
+            self.objective, batch, self.opt, self.device, self.precision, bool(self.stops.received)
+        )
+        p.step, p.batch_in_epoch = p.step + 1, p.batch_in_epoch + self.world
+        p.elapsed = time.time() - self.clock
+        lr, seconds = self.opt.scheduler.get_last_lr()[0], time.perf_counter() - began
+        self.log.step(p.step, p.epoch, result.loss, result.tokens, seconds, lr, result.grad_norm)
+        self.bad_steps = 0 if math.isfinite(result.loss) else self.bad_steps + 1
+        if self.bad_steps:
+            self.diverging()
+        self.next_epoch_if_done()
+        return result
+
     def epoch_batches(self) -> list[list[int]]:
         """This process's batches of the current epoch that are not done yet."""
         order = token_batches(*self.lengths, self.tcfg.max_tokens, self.cfg.seed, self.progress.epoch)
@@ -338,12 +270,6 @@ class Trainer:
         if p.batch_in_epoch + self.world > self.batches_per_epoch:
             p.epoch, p.batch_in_epoch = p.epoch + 1, 0
 
-    def step(self, rows: list[int]) -> StepResult:
-        """One update on the training pairs ``rows``; a signal waits until it is done."""
-        batch = collate([self.train_src[i] for i in rows], [self.train_tgt[i] for i in rows]).to(self.device)
-        stop = self.stops.received is not None
-        return train_step(self.objective, batch, self.opt, self.device, self.precision, stop)
-
     def budget(self) -> str | None:
         """The budget spent, if any, by the main process's clock."""
         p = self.progress
@@ -351,16 +277,14 @@ class Trainer:
             p = replace(p, elapsed=distributed.from_main(p.elapsed))
         return budget_spent(p, self.tcfg)
 
-    def diverging(self, bad_steps: int) -> None:
+    def diverging(self) -> None:
         """Warn about a skipped update; stop after ``trainer.max_bad_steps`` in a row."""
-        log.warning(
-            "step %d: loss is not finite, update skipped (%d in a row)", self.progress.step, bad_steps
-        )
-        if bad_steps >= self.tcfg.max_bad_steps:
+        step, bad = self.progress.step, self.bad_steps
+        log.warning("step %d: loss is not finite, update skipped (%d in a row)", step, bad)
+        if bad >= self.tcfg.max_bad_steps:
             raise UserError(
-                f"training diverged: {bad_steps} non-finite losses in a row at step {self.progress.step}; "
-                f"lower optim.lr or use trainer.precision=fp32 (the last good checkpoint is kept in "
-                f"{self.checkpointer.dir})"
+                f"training diverged: {bad} non-finite losses in a row at step {step}; lower optim.lr "
+                f"or use trainer.precision=fp32 (the last good checkpoint is kept in {self.checkpointer.dir})"
             )
 
     def validate_and_save(self) -> str | None:

@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import seq2seq.checkpoint
+import seq2seq.train_step
 import seq2seq.trainer
 from seq2seq import __version__
 from seq2seq.checkpoint import FORMAT, load_checkpoint, save_checkpoint
@@ -78,7 +79,7 @@ def evil_checkpoint(path: Path, marker: Path) -> Path:
 def patch_training_loss(monkeypatch, corrupt):
     """Wrap the trainer's loss: ``corrupt(call, logits, loss)`` changes the training
     calls (numbered from 1, one per step); validation calls are left alone."""
-    real = seq2seq.trainer.label_smoothed_cross_entropy
+    real = seq2seq.train_step.label_smoothed_cross_entropy
     calls = [0]
 
     def loss_fn(logits, target, epsilon, *args, **kwargs):
@@ -89,7 +90,7 @@ def patch_training_loss(monkeypatch, corrupt):
         loss, nll = real(logits, target, epsilon, *args, **kwargs)
         return corrupt.loss(calls[0], loss), nll
 
-    monkeypatch.setattr(seq2seq.trainer, "label_smoothed_cross_entropy", loss_fn)
+    monkeypatch.setattr(seq2seq.train_step, "label_smoothed_cross_entropy", loss_fn)
 
 
 class NaNLoss:
