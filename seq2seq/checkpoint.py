@@ -77,6 +77,8 @@ def _upgrade(ckpt: dict) -> dict:
         if "tie_output" in model:  # the Transformer's name for it before format 2
             model["tie_embeddings"] = model.pop("tie_output")
         ckpt["config"].get("trainer", {}).pop("valid_max_tokens", None)  # now decoding.max_tokens
+        if "progress" in ckpt:  # format 1 validated at every stop and every eval_every step
+            ckpt["progress"].setdefault("validated_step", ckpt["progress"]["step"])
         rng = ckpt.get("rng")
         if isinstance(rng, dict):  # format 1: process 0's state, the others' under "processes"
             ckpt["rng"] = rng.get("processes", [{"torch": rng["torch"], "cuda": rng.get("cuda")}])

@@ -27,11 +27,15 @@ def run(command: str, body) -> None:
         sys.exit(130)
 
 
-def check_output_file(path: str | None, key: str) -> None:
-    """Refuse an output file that cannot be created, before any work starts."""
+def check_output_file(path: str | None, key: str, taken: dict[str, str | None] | None = None) -> None:
+    """Refuse an output file that cannot be created, or that ``taken`` (other keys'
+    files, such as the input) already names, before any work starts."""
     if path is None:
         return
     target = Path(path)
+    for other, used in (taken or {}).items():
+        if used is not None and Path(used).resolve() == target.resolve():
+            raise UserError(f"{key}={path}: is also {other}=; give another file")
     if target.is_dir():
         raise UserError(f"{key}={path}: is a folder; give a file name")
     if not target.parent.is_dir():

@@ -65,7 +65,7 @@ class Allowed:
             return re.fullmatch(self.pattern, str(value)) is not None
         if isinstance(value, (list, tuple)) or OmegaConf.is_list(value):
             return all(self.admits(v) for v in value)
-        if isinstance(value, float) and math.isnan(value):
+        if isinstance(value, float) and not math.isfinite(value):
             return False
         if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
             return False
@@ -311,6 +311,8 @@ def _check_ranges(cfg: DictConfig, schema, command: str) -> None:
         if OmegaConf.is_missing(OmegaConf.select(cfg, parent) if parent else cfg, name):
             raise UserError(f"{key} is required: add {key}=...")
         allowed, value = f.metadata["allowed"], _value(cfg, key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{key}={value}: must be a finite number")
         if allowed is not None and not allowed.admits(value):
             shown = list(value) if isinstance(value, (list, tuple)) or OmegaConf.is_list(value) else value
             raise UserError(f"{key}={shown}: must be {allowed.describe()}")
@@ -335,6 +337,14 @@ def check_decoding(decoding, key: str = "decoding") -> None:
 
 
 def _check_train(cfg: DictConfig) -> None:
+    if len(cfg.optim.betas) != 2:
+        raise UserError(f"optim.betas={list(cfg.optim.betas)}: must be two numbers, [beta1, beta2]")
+    t = cfg.trainer
+    if not (t.max_steps or t.max_epochs or t.max_time or t.patience):
+        raise UserError(
+            "trainer.max_steps, max_epochs, max_time and patience are all 0, so training would never "
+            "stop; set one of them"
+        )
     if cfg.model is None:
         return
     from seq2seq.models import build_model

@@ -3,8 +3,9 @@
 While training, a first signal is noted and the step in progress finishes; the
 trainer then saves ``last.pt`` and stops. Work that can be thrown away (setting
 up, validating) runs in ``abortable()`` blocks, where a signal raises
-``Interrupted`` at once; so does a second signal anywhere. A stopped process exits
-with 128 + the signal number (130 for SIGINT, 143 for SIGTERM), as a shell
+``Interrupted`` at once; so does a second signal anywhere but in a ``shielded()``
+block (writing a checkpoint), which always runs to its end. A stopped process
+exits with 128 + the signal number (130 for SIGINT, 143 for SIGTERM), as a shell
 reports a process killed by that signal.
 """
 
@@ -40,6 +41,7 @@ class StopSignals:
         self.received: int | None = None
         self.can_abort = can_abort
         self._aborting = 0
+        self._shielded = 0
         self._previous = {}
 
     def __enter__(self) -> StopSignals:
@@ -55,7 +57,7 @@ class StopSignals:
         first = self.received is None
         if first:
             self.received = signum
-        if not first or self._aborting:
+        if self._shielded == 0 and (not first or self._aborting):
             raise Interrupted(signum)
 
     @contextlib.contextmanager
@@ -68,6 +70,15 @@ class StopSignals:
             yield
         finally:
             self._aborting -= self.can_abort
+
+    @contextlib.contextmanager
+    def shielded(self):
+        """A block that no signal interrupts (signals are only noted)."""
+        self._shielded += 1
+        try:
+            yield
+        finally:
+            self._shielded -= 1
 
     @property
     def name(self) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from seq2seq import distributed
@@ -32,29 +33,41 @@ log = logging.getLogger("seq2seq.train")
 BEFORE_TRAINING = (".hydra", "train.log", "config.yaml", "tokenizer")
 
 
+# hydra.run.dir of this command when that folder existed before it started: never removed.
+_existing_run_dir: list[Path] = []
+
+
 def remove_if_unused(run_dir: Path) -> None:
-    """Delete ``run_dir`` when it holds nothing but what this command wrote before training
-    started, and the folders above it that this leaves empty (``outputs/<date>``, ``outputs``)."""
+    """Delete ``run_dir`` when this command made it and it holds nothing but what the
+    command wrote before training started; then the folders above it that this leaves
+    empty (``outputs/<date>``, ``outputs``), up to the working directory."""
+    run_dir, here = run_dir.resolve(), Path.cwd().resolve()
+    if run_dir in _existing_run_dir or run_dir == here or run_dir in here.parents:
+        return
     names = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else set()
     if not names or not all(n in BEFORE_TRAINING or n.startswith("train_rank") for n in names):
         return
     shutil.rmtree(run_dir, ignore_errors=True)
-    here, folder = Path.cwd().resolve(), run_dir.resolve().parent
+    folder = run_dir.parent
     while folder != here and here in folder.parents and not any(folder.iterdir()):
         folder.rmdir()
         folder = folder.parent
 
 
 def resume_command(run_dir: Path) -> str:
-    """The command that continues this run: its overrides, and its run directory."""
+    """The command that continues this run exactly: its overrides, its run directory,
+    and under torchrun as many processes."""
     overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("hydra.run.dir=")]
-    return shlex.join(["python", "-m", "seq2seq.train", *overrides, f"hydra.run.dir={run_dir}"])
+    world = distributed.world_size()
+    start = ["python", "-m"] if world == 1 else ["torchrun", f"--nproc_per_node={world}", "-m"]
+    return shlex.join([*start, "seq2seq.train", *overrides, f"hydra.run.dir={run_dir}"])
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 def _main(cfg: DictConfig) -> None:
     require_model(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    removable = distributed.is_main() and HydraConfig.get().mode == RunMode.RUN  # not a sweep's job
     if not distributed.is_main():  # the main process reports; the others only warn
         logging.getLogger("seq2seq").setLevel(logging.WARNING)
     try:
@@ -64,13 +77,13 @@ def _main(cfg: DictConfig) -> None:
     except UserError as e:
         log.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
-        if distributed.is_main():
+        if removable:
             remove_if_unused(run_dir)
         sys.exit(2)
     except (Interrupted, KeyboardInterrupt) as e:
         stop = e if isinstance(e, Interrupted) else Interrupted(signal.SIGINT)
         log.info("stopped by %s before training started; nothing new was saved", stop)
-        if distributed.is_main():
+        if removable:
             remove_if_unused(run_dir)
         sys.exit(stop.exit_code)
     if trainer.stops.received:
@@ -81,17 +94,28 @@ def _raise_on_sigterm(signum, frame):
     raise Interrupted(signum)
 
 
-def _already_complete(cfg: DictConfig, args: list[str]) -> str | None:
-    """When ``hydra.run.dir`` names a run whose ``last.pt`` met its budget, the line that
-    says so (checked before Hydra writes anything into that directory)."""
-    chosen = [a.split("=", 1)[1] for a in args if a.lstrip("+").startswith("hydra.run.dir=")]
-    if not chosen or not (Path(chosen[-1]) / "checkpoints" / "last.pt").is_file():
+def _chosen_run_dir(args: list[str]) -> Path | None:
+    """The folder ``hydra.run.dir=...`` names on the command line, if any."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    chosen = [a for a in args if a.lstrip("+").startswith("hydra.run.dir=")]
+    if not chosen:
+        return None
+    value = OverridesParser.create().parse_overrides(chosen[-1:])[0].value()
+    return Path(str(value))
+
+
+def _already_complete(cfg: DictConfig, run_dir: Path | None) -> str | None:
+    """When ``run_dir`` holds a run whose ``last.pt`` met its budget, the line that says
+    so (checked before Hydra writes anything into that directory)."""
+    if run_dir is None or not (run_dir / "checkpoints" / "last.pt").is_file():
         return None
     from seq2seq.checkpoint import Checkpointer
     from seq2seq.trainer import completed
 
-    saved = Checkpointer(Path(chosen[-1]), OmegaConf.to_container(cfg, resolve=True)).previous()
-    return completed(saved, cfg.trainer)
+    saved = Checkpointer(run_dir, OmegaConf.to_container(cfg, resolve=True)).previous()
+    done = completed(saved, cfg.trainer)
+    return f"{done}; nothing changed" if done else None
 
 
 def main() -> None:
@@ -109,7 +133,10 @@ def main() -> None:
                 raise UserError("under torchrun give key=value overrides only, no Hydra flags such as -m")
         else:
             cfg = compose("train", args)
-            if cfg.model is not None and (done := _already_complete(cfg, args)):
+            run_dir = _chosen_run_dir(args)
+            if run_dir is not None and run_dir.exists():
+                _existing_run_dir.append(run_dir.resolve())
+            if cfg.model is not None and (done := _already_complete(cfg, run_dir)):
                 print(done, file=sys.stderr)
                 return
             if distributed.launched():

@@ -52,6 +52,7 @@ class Progress:
     batch_in_epoch: int = 0  # batches of the current epoch's order already done (by all processes)
     best_bleu: float = -1.0
     bad_evals: int = 0  # validations in a row without a better BLEU
+    validated_step: int = 0  # the step of the last validation
     elapsed: float = 0.0  # seconds spent in the training loop, across resumes
 
 
@@ -69,16 +70,15 @@ def budget_spent(progress: Progress, tcfg) -> str | None:
 
 
 def completed(saved: Saved | None, tcfg) -> str | None:
-    """A line saying that the run ``saved`` belongs to already spent its budget, and how
-    to train on; None when there is none or it has budget left."""
+    """A line saying that the run ``saved`` belongs to already spent its budget (its last
+    step validated), and how to train on; None when there is none or work is left."""
     progress = Progress(**saved.progress) if saved is not None else None
     spent = budget_spent(progress, tcfg) if progress is not None else None
-    if spent is None:
+    if spent is None or progress.validated_step != progress.step:
         return None
     return (
         f"{saved.path.parent.parent} is complete: {spent} reached at step {progress.step} (best "
-        f"validation BLEU {progress.best_bleu:.2f}); nothing changed. To train on, raise "
-        f"{spent.split('=')[0]}"
+        f"validation BLEU {progress.best_bleu:.2f}). To train on, raise {spent.split('=')[0]}"
     )
 
 
@@ -100,7 +100,7 @@ class Trainer:
         with self.stops:
             saved = self.checkpointer.previous()  # before anything in run_dir is overwritten
             if done := completed(saved, self.tcfg):
-                log.info("%s", done)
+                log.info("%s; nothing but .hydra/ and train.log was written", done)
                 self.progress = Progress(**saved.progress)
                 return self.progress
             with self.stops.abortable():
@@ -145,7 +145,7 @@ class Trainer:
             len(src) - len(keep),
             data.max_len,
         )
-        self.valid = ValidSet.encode(self.tokenizer, valid_src, valid_tgt)
+        self.valid_lines = (valid_src, valid_tgt)
         self.lengths = ([len(s) for s in self.train_src], [len(t) for t in self.train_tgt])
         self.batches_per_epoch = len(token_batches(*self.lengths, self.tcfg.max_tokens, self.cfg.seed))
         if self.batches_per_epoch < self.world:
@@ -173,6 +173,7 @@ class Trainer:
         self.translator = Translator(
             self.model, self.tokenizer, self.cfg.decoding, self.device, self.precision
         )
+        self.valid = ValidSet.encode(self.tokenizer, *self.valid_lines, self.model.max_positions)
 
     def setup_optimizer(self) -> None:
         o = self.cfg.optim
@@ -212,9 +213,31 @@ class Trainer:
         self.log = TrainingLog(self.run_dir, t.log_every, total, p.step, enabled=self.main, bar=t.progress)
         self.clock = time.time() - p.elapsed  # the loop's time goes on from the saved run's
         stop = self.budget()
-        if stop:  # resumed by more processes than saved it, at the end of the last epoch
+        if p.step and p.validated_step != p.step and (stop or p.step % t.eval_every == 0):
+            stop = self.validate_and_save() or self.budget()  # due when the saved run was stopped
+        elif stop:  # resumed by more processes than saved it, at the end of the last epoch
             self.save(best=False)
         self.model.train()
+        try:
+            stop = self.loop(stop)
+        except Interrupted as second:  # a second signal: stop at once, keep the last checkpoint
+            stop = f"stopped at once by a second {second}; the last save is kept"
+        self.log.close()
+        log.info(
+            "stopped: %s at step %d; %.0f s in the training loop (all runs of this directory), "
+            "%.0f s since this command started; best validation BLEU %.2f; checkpoints in %s",
+            stop,
+            p.step,
+            p.elapsed,
+            time.time() - self.started,
+            p.best_bleu,
+            self.checkpointer.dir,
+        )
+        return p
+
+    def loop(self, stop: str | None) -> str:
+        """Epochs of steps, validations and saves, until ``stop`` gives the reason to end."""
+        p, t = self.progress, self.tcfg
         while stop is None:
             for rows in self.epoch_batches():
                 result = self.step(rows)
@@ -228,18 +251,7 @@ class Trainer:
                     self.save(best=False)
                 if stop:
                     break
-        self.log.close()
-        log.info(
-            "stopped: %s at step %d; %.0f s in the training loop (all runs of this directory), "
-            "%.0f s since this command started; best validation BLEU %.2f; checkpoints in %s",
-            stop,
-            p.step,
-            p.elapsed,
-            time.time() - self.started,
-            p.best_bleu,
-            self.checkpointer.dir,
-        )
-        return p
+        return stop
 
     def step(self, rows: list[int]) -> StepResult:
         """One update on the training pairs ``rows`` (a signal waits until it is done),
@@ -295,14 +307,9 @@ class Trainer:
             self.log.flush()
             try:
                 with self.stops.abortable():
-                    decoding = self.cfg.decoding
+                    max_tokens = self.cfg.decoding.max_tokens
                     result = validate(
-                        self.model,
-                        self.translator,
-                        self.valid,
-                        decoding.max_tokens,
-                        self.device,
-                        self.precision,
+                        self.model, self.translator, self.valid, max_tokens, self.device, self.precision
                     )
                     self.log.samples(
                         p.step, result, self.valid, self.model, self.tokenizer, self.device, self.tcfg.samples
@@ -312,8 +319,12 @@ class Trainer:
             else:
                 improved = result.bleu > p.best_bleu
                 p.best_bleu, p.bad_evals = (result.bleu, 0) if improved else (p.best_bleu, p.bad_evals + 1)
+                p.validated_step = p.step
                 self.log.validation(p.step, result, p.best_bleu, improved)
-        improved, aborted = distributed.from_main((improved, aborted))
+        # Every process takes the main process's outcome, so that all of them stop alike.
+        improved, aborted, p.best_bleu, p.bad_evals, p.validated_step = distributed.from_main(
+            (improved, aborted, p.best_bleu, p.bad_evals, p.validated_step)
+        )
         if aborted:
             return self.save_on_signal()
         self.save(best=improved)
@@ -334,22 +345,24 @@ class Trainer:
         return f"stopped by {name}"
 
     def save(self, best: bool) -> None:
-        """Write a checkpoint (main process); every process hands over its random state."""
-        rng = distributed.rng_states(self.device)
-        if not self.main:  # its best_bleu and bad_evals are stale: only the main process's count
-            return
-        self.log.flush()
-        opt = self.opt
-        self.checkpointer.save(
-            model=self.model,
-            optimizer=opt.optimizer,
-            scheduler=opt.scheduler,
-            scaler=opt.scaler,
-            progress=asdict(self.progress),
-            rng=rng,
-            tokenizer=self.tokenizer,
-            best=best,
-        )
+        """Write a checkpoint (main process), whatever signals arrive meanwhile; every
+        process hands over its random state."""
+        with self.stops.shielded():
+            rng = distributed.rng_states(self.device)
+            if not self.main:
+                return
+            self.log.flush()
+            opt = self.opt
+            self.checkpointer.save(
+                model=self.model,
+                optimizer=opt.optimizer,
+                scheduler=opt.scheduler,
+                scaler=opt.scaler,
+                progress=asdict(self.progress),
+                rng=rng,
+                tokenizer=self.tokenizer,
+                best=best,
+            )
 
 
 def train(cfg: DictConfig, run_dir: Path, resume_command: str = "") -> Trainer:

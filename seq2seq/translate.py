@@ -53,8 +53,8 @@ def one_line(text: str) -> str:
 
 
 def translate(cfg) -> None:
-    for key in ("output", "nbest_output"):
-        check_output_file(cfg[key], key)
+    check_output_file(cfg.output, "output", {"input": cfg.input})
+    check_output_file(cfg.nbest_output, "nbest_output", {"input": cfg.input, "output": cfg.output})
     if cfg.input and not Path(cfg.input).is_file():
         raise UserError(f"input={cfg.input}: no such file")
     attention_dir = Path(cfg.attention_dir) if cfg.attention_dir else None

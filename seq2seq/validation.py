@@ -3,6 +3,7 @@ BLEU of the configured search (``decoding.*``, greedy by default) on the validat
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -13,6 +14,9 @@ from seq2seq.data.batching import collate, token_batches
 from seq2seq.decoding import Hypothesis
 from seq2seq.device import autocast
 from seq2seq.loss import label_smoothed_cross_entropy
+from seq2seq.special import EOS_ID
+
+log = logging.getLogger("seq2seq.train")
 
 
 @dataclass
@@ -25,8 +29,19 @@ class ValidSet:
     tgt_ids: list[list[int]]
 
     @classmethod
-    def encode(cls, tokenizer, src_lines: list[str], tgt_lines: list[str]) -> ValidSet:
-        return cls(src_lines, tgt_lines, tokenizer.encode_src(src_lines), tokenizer.encode_tgt(tgt_lines))
+    def encode(cls, tokenizer, src_lines: list[str], tgt_lines: list[str], limit: int | None) -> ValidSet:
+        """Encode the split; with a ``limit`` (the model's longest sequence), longer pairs are
+        cut to it for the loss, as the translator cuts the sources (a warning says how many)."""
+        src, tgt = tokenizer.encode_src(src_lines), tokenizer.encode_tgt(tgt_lines)
+        if limit is not None:
+            cut = sum(len(s) > limit or len(t) + 1 > limit for s, t in zip(src, tgt, strict=True))
+            if cut:
+                log.warning(
+                    "validation: %d pairs longer than the model's limit of %d pieces are cut", cut, limit
+                )
+            src = [s if len(s) <= limit else s[: limit - 1] + [EOS_ID] for s in src]
+            tgt = [t[: limit - 1] for t in tgt]
+        return cls(src_lines, tgt_lines, src, tgt)
 
 
 @dataclass

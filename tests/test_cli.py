@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
+
+from seq2seq.config import compose
+from seq2seq.errors import UserError
+from seq2seq.evaluate import evaluate
+from seq2seq.translate import translate
 
 from .conftest import run_cli, tiny_overrides
 
@@ -152,31 +158,6 @@ def test_bad_inputs_exit_with_one_line(tiny_corpus, trained, tmp_path):
         ("evaluate", [f"checkpoint={tmp_path / 'short.en'}"], "not a seq2seq checkpoint"),
         ("translate", ["checkpoint=run/checkpoints/best.pt", "decoding.beam_sz=3"], "beam_sz"),
         ("translate", [], "checkpoint is required"),
-        (
-            "translate",
-            ["checkpoint=run/checkpoints/best.pt", "output=/no/such/dir/out.txt"],
-            "output=/no/such/dir/out.txt: the folder /no/such/dir does not exist; create it first",
-        ),
-        ("translate", ["checkpoint=run/checkpoints/best.pt", "output=run"], "output=run: is a folder"),
-        (
-            "translate",
-            ["checkpoint=run/checkpoints/best.pt", "input=nope.txt"],
-            "input=nope.txt: no such file",
-        ),
-        (
-            "evaluate",
-            ["checkpoint=run"],
-            "run: is a folder, not a checkpoint; pass checkpoint=run/checkpoints/best.pt",
-        ),
-        (
-            "evaluate",
-            [
-                "checkpoint=run/checkpoints/best.pt",
-                f"src={tiny_corpus['valid.de']}",
-                f"ref={tmp_path / 'nope.en'}",
-            ],
-            "nope.en: no such file; check ref=",
-        ),
     ]
     for module, args, message in cases:
         proc = run_cli(module, *args, cwd=work if module != "train" else tmp_path, check=False)
@@ -200,3 +181,46 @@ def test_multirun_sweep(tiny_corpus, tmp_path):
     for job, lr in (("0", 1e-3), ("1", 5e-4)):
         ckpt = torch.load(tmp_path / "sweep" / job / "checkpoints" / "last.pt", weights_only=True)
         assert ckpt["config"]["optim"]["lr"] == lr
+
+
+@pytest.mark.parametrize(
+    "command, args, message",
+    [
+        (
+            "translate",
+            ["output=/no/such/dir/out.txt"],
+            "output=/no/such/dir/out.txt: the folder /no/such/dir does not exist",
+        ),
+        (
+            "translate",
+            ["nbest_output=/no/such/dir/n.tsv"],
+            "nbest_output=/no/such/dir/n.tsv: the folder /no/such/dir",
+        ),
+        ("translate", ["output=run"], "output=run: is a folder"),
+        ("translate", ["input=nope.txt"], "input=nope.txt: no such file"),
+        (
+            "translate",
+            ["input=run/config.yaml", "output=run/config.yaml"],
+            "output=run/config.yaml: is also input=",
+        ),
+        ("translate", ["output=o.txt", "nbest_output=o.txt"], "nbest_output=o.txt: is also output="),
+        ("evaluate", ["src=VALID", "ref=nope.en"], "nope.en: no such file; check ref="),
+        ("evaluate", ["src=VALID"], "give both src=FILE and ref=FILE"),
+    ],
+)
+def test_bad_paths_are_one_line_naming_the_key(trained, tiny_corpus, monkeypatch, command, args, message):
+    """Output folders that do not exist, outputs that are folders, missing inputs: a
+    UserError naming the key, before any model is loaded or output written."""
+    work, _, _ = trained
+    monkeypatch.chdir(work)
+    args = [a.replace("VALID", str(tiny_corpus["valid.de"])) for a in args]
+    body = {"translate": translate, "evaluate": evaluate}[command]
+    with pytest.raises(UserError, match=re.escape(message)):
+        body(compose(command, ["checkpoint=run/checkpoints/best.pt", *args]))
+
+
+def test_checkpoint_that_is_a_run_directory(trained):
+    work, _, _ = trained
+    proc = run_cli("evaluate", "checkpoint=run", cwd=work, check=False)
+    assert proc.returncode == 2
+    assert "error: run: is a folder, not a checkpoint; pass checkpoint=run/checkpoints/best.pt" in proc.stderr

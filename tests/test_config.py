@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from seq2seq.config import CONFIG_DIR, SCHEMAS, OptimConfig, check, model_choices
+from seq2seq.config import CONFIG_DIR, SCHEMAS, OptimConfig, check, help_text, model_choices
 from seq2seq.config import compose as seq2seq_compose
 from seq2seq.errors import UserError
 from seq2seq.models import EncoderDecoder
@@ -84,6 +84,11 @@ BAD_SETTINGS = [
     ("train", ["optim.label_smoothing=1.5"], "optim.label_smoothing=1.5: must be in [0, 1)"),
     ("train", ["optim.betas=[0.9,1.0]"], "optim.betas=[0.9, 1.0]: must be in [0, 1)"),
     ("train", ["optim.warmup_steps=-3"], "optim.warmup_steps=-3: must be >= 0"),
+    ("train", ["optim.betas=[0.9]"], "optim.betas=[0.9]: must be two numbers"),
+    ("train", ["optim.lr=inf"], "optim.lr=inf: must be a finite number"),
+    ("train", ["trainer.max_epochs=0", "trainer.patience=0"], "all 0, so training would never stop"),
+    ("train", ["model.heads=0"], "heads (0) must be a whole number of at least 1"),
+    ("train", ["model.dropout=1.0"], "dropout (1.0) must be in [0, 1)"),
     ("train", ["data.max_len=1000"], "data.max_len=1000: must be at most model.max_positions=256"),
     ("train", ["data.max_len=0"], "data.max_len=0: must be >= 1"),
     ("train", ["data.tokenizer.model_type=wordpiece"], "data.tokenizer.model_type=wordpiece: must be one of"),
@@ -171,8 +176,8 @@ def test_help_lists_every_key_with_default_and_range(tmp_path):
     assert "gru_bahdanau, lstm_luong, transformer" in proc.stdout
     model = run_cli("train", "+model=lstm_luong", "--help", cwd=tmp_path)
     assert "model.attention=general" in model.stdout and "optim.lr=0.003" in model.stdout
-    translate = run_cli("translate", "--help", cwd=tmp_path)
-    assert "decoding.beam_size=5" in translate.stdout and "nbest_output=null" in translate.stdout
+    translate = help_text("translate", seq2seq_compose("translate", [], checked=False))
+    assert "decoding.beam_size=5" in translate and "nbest_output=null" in translate
     assert list(tmp_path.iterdir()) == []
 
 

@@ -113,6 +113,16 @@ def test_torchrun_trains_into_one_run_directory_and_resumes_exactly(tiny_corpus,
     for name, value in straight.items():
         assert torch.allclose(ckpt["model"][name], value, rtol=0, atol=1e-6), name
 
+    # Early stopping decided by the main process's validations stops every process at once.
+    patience = [
+        "trainer.max_steps=60",
+        "trainer.eval_every=1",
+        "trainer.patience=1",
+        f"hydra.run.dir={tmp_path / 'p'}",
+    ]
+    torchrun(*overrides, *patience, cwd=tmp_path)
+    assert "stopped: trainer.patience=1 at step" in (tmp_path / "p" / "train.log").read_text()
+
     # One process goes on where the two stopped in the epoch's batch order, with fresh random state.
     proc = run_cli("train", *overrides, "trainer.max_steps=7", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert "saved by 2 processes, not 1" in proc.stderr

@@ -89,9 +89,10 @@ def test_signal_saves_says_how_to_resume_and_resumes_exactly(reference, sig, cod
         assert abs(losses[s] - loss) <= 1e-6, (s, losses[s], loss)
 
 
-def test_signal_during_validation_abandons_it_and_saves(tiny_corpus, tmp_path, monkeypatch):
+def test_signal_during_validation_abandons_it_and_saves(tiny_corpus, tmp_path, monkeypatch, caplog):
     """SIGTERM while validating: validation is dropped at once, last.pt is saved at that
-    step without a best.pt, and training reports the signal."""
+    step without a best.pt, and training reports the signal. Training again first runs
+    the validation that was dropped."""
 
     def slow_validation(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)
@@ -106,7 +107,17 @@ def test_signal_during_validation_abandons_it_and_saves(tiny_corpus, tmp_path, m
     assert trainer.stops.received == signal.SIGTERM and trainer.progress.step == 3
     assert load_checkpoint(tmp_path / "run/checkpoints/last.pt")["progress"]["step"] == 3
     assert not (tmp_path / "run/checkpoints/best.pt").exists()
-    assert signal.getsignal(signal.SIGTERM) is not trainer.stops._handle  # handlers given back
+    assert signal.getsignal(signal.SIGTERM) != trainer.stops._handle  # handlers given back
+
+    with caplog.at_level("INFO", logger="seq2seq.train"):  # the validation due at step 3 comes first
+        monkeypatch.undo()
+        resumed = seq2seq.trainer.train(cfg, tmp_path / "run")
+    messages = [m for m in caplog.messages if m.startswith(("resuming", "validation at"))]
+    assert messages[:2] == [
+        f"resuming from {tmp_path / 'run/checkpoints/last.pt'} at step 3 (epoch 1)",
+        messages[1],
+    ] and messages[1].startswith("validation at step 3:")
+    assert resumed.progress.step == 10 and (tmp_path / "run/checkpoints/best.pt").exists()
 
 
 def test_stop_signals_defer_then_abort():
@@ -138,6 +149,9 @@ def test_a_finished_run_is_left_alone(tiny_corpus, tmp_path):
     again = run_cli("train", *args, cwd=tmp_path)
     assert again.stderr.startswith("run is complete: trainer.max_steps=4 reached at step 4")
     assert "raise trainer.max_steps" in again.stderr
+    assert run_files(tmp_path / "run") == before
+    quoted = [a for a in args if not a.startswith("hydra.run.dir")] + ["hydra.run.dir='run'"]
+    assert "nothing changed" in run_cli("train", *quoted, cwd=tmp_path).stderr
     assert run_files(tmp_path / "run") == before
     more = run_cli("train", *args, "trainer.max_steps=6", cwd=tmp_path)
     assert "at step 4" in more.stderr and "stopped: trainer.max_steps=6 at step 6" in more.stderr
@@ -182,3 +196,58 @@ def test_throughput_counts_training_steps_only(tmp_path, caplog):
     log.close()
     speeds = [float(m.split("target tokens/s ")[1]) for m in caplog.messages if "target tokens/s" in m]
     assert speeds == [400.0, 50.0]
+
+
+def test_second_signal_during_a_step_stops_at_once(tiny_corpus, tmp_path, monkeypatch, caplog):
+    """Two SIGINTs inside one step: the second ends training at once, with a line that
+    says so; the checkpoint saved before stays as it was."""
+    real, calls = seq2seq.trainer.train_step, []
+
+    def twice(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # noted: the step goes on
+            os.kill(os.getpid(), signal.SIGINT)  # a second one: stop now
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(seq2seq.trainer, "train_step", twice)
+    cfg = compose_train(tiny_corpus, "trainer.max_steps=10", "trainer.eval_every=100", "trainer.save_every=2")
+    with caplog.at_level("INFO", logger="seq2seq.train"):
+        trainer = seq2seq.trainer.train(cfg, tmp_path / "run")
+    assert trainer.stops.received == signal.SIGINT and trainer.progress.step == 2
+    assert any("stopped at once by a second SIGINT" in m for m in caplog.messages), caplog.messages
+    assert load_checkpoint(tmp_path / "run/checkpoints/last.pt")["progress"]["step"] == 2
+
+
+def test_signals_wait_while_a_checkpoint_is_written():
+    with StopSignals() as stops, stops.shielded():
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)  # even a second one
+        assert stops.received == signal.SIGTERM
+
+
+def test_failed_check_keeps_a_folder_that_existed(tiny_corpus, tmp_path):
+    """hydra.run.dir naming a folder the user already had (or the working directory
+    itself): a failed check removes nothing of it."""
+    mine = tmp_path / "exp" / "tokenizer" / "my_spm.model"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("mine")
+    args = [a for a in tiny_overrides(tiny_corpus) if not a.startswith("data.train.src")]
+    bad = f"data.train.src={tmp_path / 'nope.de'}"
+    for cwd, run in ((tmp_path / "exp", "."), (tmp_path, "exp")):
+        proc = run_cli("train", *args, bad, f"hydra.run.dir={run}", cwd=cwd, check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert mine.read_text() == "mine"
+
+
+def test_validation_pairs_longer_than_the_model_are_cut(tiny_corpus, tmp_path):
+    """A validation line of about 3,000 pieces: validation cuts it (loss and BLEU) and
+    training goes on, instead of failing at the first validation."""
+    valid = [line.strip() for line in tiny_corpus["valid.de"].read_text().splitlines()]
+    long_src = tmp_path / "valid.de"
+    long_src.write_text("\n".join([" ".join(valid * 30)] + valid[1:]) + "\n")
+    cfg = compose_train(
+        tiny_corpus, f"data.valid.src={long_src}", "trainer.max_steps=2", "trainer.eval_every=2"
+    )
+    trainer = seq2seq.trainer.train(cfg, tmp_path / "run")
+    assert trainer.progress.validated_step == 2

@@ -92,6 +92,20 @@ def reorder_rows(state: State, index: torch.Tensor, sentence_keys: tuple[str, ..
     return {**rows, **shared}
 
 
+def check_sizes(**sizes: int) -> None:
+    """Constructor check: every size is a whole number of at least 1 (ValueError otherwise)."""
+    for name, value in sizes.items():
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} ({value}) must be a whole number of at least 1")
+
+
+def check_rates(**rates: float) -> None:
+    """Constructor check: every dropout rate lies in [0, 1) (ValueError otherwise)."""
+    for name, value in rates.items():
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} ({value}) must be in [0, 1)")
+
+
 class EncoderDecoder(nn.Module):
     """Base class of the models in ``seq2seq.models``.
 

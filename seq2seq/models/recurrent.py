@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seq2seq.models.attention import build_attention
-from seq2seq.models.base import EncoderDecoder, State
+from seq2seq.models.base import EncoderDecoder, State, check_rates, check_sizes
 from seq2seq.special import PAD_ID
 
 RNN_CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
@@ -152,6 +152,14 @@ class RecurrentEncoderDecoder(EncoderDecoder):
         max_positions: int = 256,
     ):
         super().__init__()
+        check_sizes(
+            emb_size=emb_size,
+            hidden_size=hidden_size,
+            encoder_layers=encoder_layers,
+            decoder_layers=decoder_layers,
+            max_positions=max_positions,
+        )
+        check_rates(dropout=dropout)
         if tie_embeddings and emb_size != hidden_size:
             raise ValueError(
                 f"tie_embeddings needs emb_size ({emb_size}) == hidden_size ({hidden_size}), "

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seq2seq.models.base import EncoderDecoder, State
+from seq2seq.models.base import EncoderDecoder, State, check_rates, check_sizes
 from seq2seq.special import PAD_ID
 
 
@@ -159,6 +159,15 @@ class Transformer(EncoderDecoder):
         attention_layer: int = -1,
     ):
         super().__init__()
+        check_sizes(
+            d_model=d_model,
+            heads=heads,
+            encoder_layers=encoder_layers,
+            decoder_layers=decoder_layers,
+            ffn_dim=ffn_dim,
+            max_positions=max_positions,
+        )
+        check_rates(dropout=dropout, attention_dropout=attention_dropout)
         if d_model % heads:
             raise ValueError(f"d_model ({d_model}) must be a multiple of heads ({heads})")
         if shared_vocab and src_vocab_size != tgt_vocab_size:
