@@ -236,11 +236,10 @@ class TrainConfig:
 
 
 @dataclass
-class EvaluateConfig:
-    checkpoint: str = setting("???", "the checkpoint to score (RUN/checkpoints/best.pt)")
-    src: str | None = setting(None, "source file to translate (default: the test split it was trained with)")
-    ref: str | None = setting(None, "its reference translations")
-    output: str | None = setting(None, "folder for hypotheses and metrics (default: next to the checkpoint)")
+class DecodeConfig:
+    """What evaluate and translate share."""
+
+    checkpoint: str = setting("???", "the checkpoint to decode with (RUN/checkpoints/best.pt)")
     device: str = device_setting()
     precision: str = precision_setting()
     num_threads: int = threads_setting()
@@ -248,16 +247,18 @@ class EvaluateConfig:
 
 
 @dataclass
-class TranslateConfig:
-    checkpoint: str = setting("???", "the checkpoint to translate with (RUN/checkpoints/best.pt)")
+class EvaluateConfig(DecodeConfig):
+    src: str | None = setting(None, "source file to translate (default: the test split it was trained with)")
+    ref: str | None = setting(None, "its reference translations")
+    output: str | None = setting(None, "folder for hypotheses and metrics (default: next to the checkpoint)")
+
+
+@dataclass
+class TranslateConfig(DecodeConfig):
     input: str | None = setting(None, "file to translate (default: stdin, answered line by line)")
     output: str | None = setting(None, "file to write (default: stdout)")
     nbest_output: str | None = setting(None, "also write every n-best hypothesis: LINE<TAB>SCORE<TAB>TEXT")
     attention_dir: str | None = setting(None, "save one attention heatmap (PNG) per sentence here")
-    device: str = device_setting()
-    precision: str = precision_setting()
-    num_threads: int = threads_setting()
-    decoding: DecodingConfig = field(default_factory=DecodingConfig)
 
 
 SCHEMAS = {"train": TrainConfig, "evaluate": EvaluateConfig, "translate": TranslateConfig}

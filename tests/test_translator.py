@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import pytest
 import torch
 from omegaconf import OmegaConf
 
@@ -23,6 +24,14 @@ def test_translator_batches_by_tokens_and_sentences():
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     assert all(len(b) <= 2 and len(b) * max(lengths[i] for i in b) <= 40 for b in batches)
     assert [lengths[b[0]] for b in batches] == sorted(lengths[b[0]] for b in batches)  # by length
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_corpus, tmp_path_factory):
+    """A 500-piece joint SentencePiece model of the tiny corpus."""
+    src, tgt = read_lines(tiny_corpus["train.de"]), read_lines(tiny_corpus["train.en"])
+    cache, out = str(tiny_corpus["cache"]), tmp_path_factory.mktemp("tok")
+    return build_tokenizer(src, tgt, 500, True, "unigram", 1.0, cache, out)
 
 
 class CopyModel(EncoderDecoder):
@@ -50,21 +59,13 @@ class CopyModel(EncoderDecoder):
         return self.limit
 
 
-def test_output_line_i_is_the_translation_of_input_line_i(tiny_corpus, tmp_path, monkeypatch, caplog):
+def test_output_line_i_is_the_translation_of_input_line_i(
+    tiny_corpus, tokenizer, tmp_path, monkeypatch, caplog
+):
     """4,100 lines (more than two of translate's 2,000-line chunks; empty lines among
     them), sorted into small batches by length: line i of the output is the copy of
     line i, and the warning for the one over-long line names its real line number."""
     train = read_lines(tiny_corpus["train.de"])
-    tokenizer = build_tokenizer(
-        train,
-        read_lines(tiny_corpus["train.en"]),
-        500,
-        True,
-        "unigram",
-        1.0,
-        str(tiny_corpus["cache"]),
-        tmp_path / "tok",
-    )
     lines = [train[(i * 7) % len(train)] if i % 9 else "" for i in range(4100)]
     lines[2500] = " ".join(train[:20])  # longer than the copy model's 200 positions
     (tmp_path / "in.txt").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
@@ -97,18 +98,8 @@ def test_output_line_i_is_the_translation_of_input_line_i(tiny_corpus, tmp_path,
     assert len(warnings) == 1 and warnings[0].startswith("line 2501 has"), warnings
 
 
-def test_sampling_seed_repeats_the_draws(tiny_corpus, tmp_path):
+def test_sampling_seed_repeats_the_draws(tiny_corpus, tokenizer):
     """decoding.seed gives the same samples every time; without it every Translator draws anew."""
-    tokenizer = build_tokenizer(
-        read_lines(tiny_corpus["train.de"]),
-        read_lines(tiny_corpus["train.en"]),
-        500,
-        True,
-        "unigram",
-        1.0,
-        str(tiny_corpus["cache"]),
-        tmp_path / "tok",
-    )
     torch.manual_seed(0)
     model = Transformer(500, 500, d_model=16, heads=2, encoder_layers=1, decoder_layers=1, ffn_dim=32).eval()
     sentences = read_lines(tiny_corpus["valid.de"])
