@@ -73,8 +73,12 @@ def init(cuda: bool) -> None:
     dist.init_process_group("nccl" if cuda else "gloo", timeout=TIMEOUT)
 
 
-def shutdown() -> None:
+def shutdown(wait: bool) -> None:
+    """Leave the process group; with ``wait``, only once every process got here (a process
+    that tears gloo down while another is still using it can abort)."""
     if dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -149,10 +149,15 @@ def main() -> None:
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    finished = False
     try:
         _main()
+        finished = True
+    except SystemExit as e:  # a signal stop is one that every process makes at the same step
+        finished = e.code in (None, 0, 130, 143)
+        raise
     finally:
-        distributed.shutdown()
+        distributed.shutdown(wait=finished)
 
 
 if __name__ == "__main__":
