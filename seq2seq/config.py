@@ -447,7 +447,10 @@ def help_text(command: str, cfg: DictConfig | None = None) -> str:
         lines += [f"models (+model=NAME, configs/model/): {', '.join(model_choices())}", ""]
     rows = []
     for key, f in schema_fields(SCHEMAS[command]):
-        value = _value(cfg, key) if cfg is not None else f.default
+        parent, _, name = key.rpartition(".")
+        node = (OmegaConf.select(cfg, parent) if parent else cfg) if cfg is not None else None
+        required = f.default == "???" if node is None else OmegaConf.is_missing(node, name)
+        value = "??? (required)" if required else _value(cfg, key) if cfg is not None else f.default
         allowed = f.metadata["allowed"]
         rule = f" [{allowed.describe()}]" if allowed is not None else ""
         rows.append((f"{key}={'null' if value is None else value}", f"{f.metadata['help']}{rule}"))

@@ -178,6 +178,7 @@ def test_help_lists_every_key_with_default_and_range(tmp_path):
     assert "model.attention=general" in model.stdout and "optim.lr=0.003" in model.stdout
     translate = help_text("translate", seq2seq_compose("translate", [], checked=False))
     assert "decoding.beam_size=5" in translate and "nbest_output=null" in translate
+    assert "checkpoint=??? (required)" in translate
     assert list(tmp_path.iterdir()) == []
 
 
