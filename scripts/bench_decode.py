@@ -47,8 +47,8 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from seq2seq.config import CONFIG_DIR, DecodingConfig, TokenizerConfig, model_preset
-from seq2seq.data.batching import pad
+from seq2seq.config import CONFIG_DIR, DecodingConfig, model_preset
+from seq2seq.data.batching import collate
 from seq2seq.models.base import EncoderDecoder, State
 from seq2seq.special import BOS_ID, EOS_ID, PAD_ID
 
@@ -135,19 +135,13 @@ class NoCache(Wrapper):
 
 
 def default_tokenizer() -> Path | None:
-    """The cached SentencePiece model that ``python -m seq2seq.train`` builds for Multi30k by default."""
-    from seq2seq.data.corpus import read_lines
-    from seq2seq.data.tokenizer import cache_path
+    """The SentencePiece model of the Multi30k corpus that ``python -m seq2seq.train`` prepares
+    by default, if it has been prepared."""
+    from seq2seq.config import compose
+    from seq2seq.data.prepare import cache_folder, corpus_key
 
-    tok = TokenizerConfig()  # multi30k.yaml keeps the tokenizer defaults
-    train = [ROOT / "data" / "multi30k" / f"train.{lang}.gz" for lang in ("de", "en")]
-    if not all(p.is_file() for p in train):
-        return None
-    lines = [read_lines(p) for p in train]
-    folder = cache_path(
-        *lines, tok.vocab_size, tok.joint, tok.model_type, tok.character_coverage, tok.cache_dir
-    )
-    path = folder / "spm.model"
+    data = compose("train", []).data
+    path = cache_folder(data, corpus_key(data)[0]) / "spm.model"
     return path if path.is_file() else None
 
 
@@ -171,10 +165,8 @@ def make_batches(lengths: list[int], batch_size: int, seed: int = 0) -> list[tup
     """Random source ids with the given lengths (last one EOS), as (src (B, S), src_lengths (B,))."""
     gen = torch.Generator().manual_seed(seed)
     rows = [torch.randint(EOS_ID + 1, VOCAB, (n - 1,), generator=gen).tolist() + [EOS_ID] for n in lengths]
-    return [
-        (pad(rows[i : i + batch_size]), torch.tensor(lengths[i : i + batch_size]))
-        for i in range(0, len(rows), batch_size)
-    ]
+    batches = [collate(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
+    return [(b.src, b.src_lengths) for b in batches]
 
 
 # ----- systems ----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ loads with ``weights_only=True``:
     optimizer, scheduler, scaler   their state_dicts (training checkpoints)
     progress    the trainer's ``Progress`` as a dict
     rng         one random state per training process, in rank order: {"torch": ..., "cuda": ...}
+    data        {"key": the prepared corpus it trained on (``seq2seq/data/prepare.py``), "pairs": N}
 
 ``Checkpointer`` writes and reads a run directory's training checkpoints;
 ``load_model`` rebuilds a model from any checkpoint for evaluation and translation.
@@ -167,6 +168,7 @@ class Saved:
     path: Path
     progress: dict
     rng: list[dict]  # one random state per process of the run that saved it
+    data: dict | None  # the prepared corpus it trained on; None before format 2
     payload: dict
 
 
@@ -189,24 +191,50 @@ class Checkpointer:
         if not self.last.exists():
             return None
         ckpt = load_checkpoint(self.last)
-        for group in ("model", "data"):
-            if ckpt["config"][group] != self.config[group]:
-                raise UserError(
-                    f"{self.last} was trained with other {group}.* settings; train into a new "
-                    f"hydra.run.dir or use the same settings to resume"
-                )
-        saved, now = ckpt["config"]["optim"], self.config["optim"]
-        changed = sorted(k for k in now if saved.get(k) != now[k])
-        if changed:  # allowed, but said: the schedule continues from the saved state
-            log.warning(
-                "resuming with other optim settings than %s was trained with: %s",
-                self.last,
-                ", ".join(changed),
+        if ckpt["config"]["model"] != self.config["model"]:
+            raise UserError(
+                f"{self.last} was trained with other model.* settings; train into a new "
+                f"hydra.run.dir or use the same settings to resume"
             )
-        return Saved(self.last, ckpt["progress"], ckpt["rng"], ckpt)
+        for group in ("optim", "data"):  # allowed, but said (the training data are checked by content)
+            saved, now = ckpt["config"][group], self.config[group]
+            changed = sorted(k for k in now if saved.get(k) != now[k])
+            if changed:
+                log.warning(
+                    "resuming with other %s settings than %s was trained with: %s",
+                    group,
+                    self.last,
+                    ", ".join(changed),
+                )
+        return Saved(self.last, ckpt["progress"], ckpt["rng"], ckpt.get("data"), ckpt)
+
+    def check_data(self, saved: Saved, key: str) -> None:
+        """Refuse to resume ``saved`` on a training corpus other than the one it trained on
+        (``key``: the prepared corpus that the current files and settings give)."""
+        if saved.data is None:
+            raise UserError(
+                f"{saved.path} was saved before training corpora were prepared (checkpoint format 1), so "
+                f"it cannot be resumed; train into a new hydra.run.dir (evaluate and translate still read it)"
+            )
+        if saved.data["key"] != key:
+            raise UserError(
+                f"{saved.path} was trained on other data (prepared corpus {saved.data['key']}, now {key}): "
+                f"the training files or the data.* settings that shape them changed; train into a new "
+                f"hydra.run.dir or use the same data to resume"
+            )
 
     def save(
-        self, *, model, optimizer, scheduler, scaler, progress: dict, rng: list[dict], tokenizer, best: bool
+        self,
+        *,
+        data: dict,
+        model,
+        optimizer,
+        scheduler,
+        scaler,
+        progress: dict,
+        rng: list[dict],
+        tokenizer,
+        best: bool,
     ):
         """Write ``last.pt`` atomically, then link ``best.pt`` and ``step_<N>.pt``."""
         payload = {
@@ -220,6 +248,7 @@ class Checkpointer:
             "scaler": scaler.state_dict(),
             "progress": progress,
             "rng": rng,
+            "data": data,
         }
         save_checkpoint(payload, self.last)
         if best:

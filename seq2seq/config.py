@@ -133,11 +133,13 @@ class TokenizerConfig:
     model_type: str = setting(
         "unigram", "SentencePiece algorithm", Allowed(choices=("unigram", "bpe", "char", "word"))
     )
+    sample_size: int = setting(
+        1_000_000,
+        "SentencePiece learns from a uniform random sample of at most this many sentences",
+        AT_LEAST_1,
+    )
     character_coverage: float = setting(
         1.0, "share of characters SentencePiece covers", Allowed(low=0, high=1, low_open=True)
-    )
-    cache_dir: str = setting(
-        "~/.cache/seq2seq/tokenizers", "trained tokenizers, reused when data and settings match"
     )
 
 
@@ -151,6 +153,12 @@ class DataConfig:
     max_len: int = setting(128, "pairs with more pieces on either side are left out of training", AT_LEAST_1)
     train_lines: int = setting(0, "use only the first N training pairs (0: all)", AT_LEAST_0)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    cache_dir: str = setting(
+        "~/.cache/seq2seq/prepared", "prepared corpora (token ids, tokenizer), one folder each"
+    )
+    num_workers: int = setting(
+        0, "processes that encode a corpus being prepared (0: one per core)", AT_LEAST_0
+    )
 
 
 @dataclass
@@ -185,6 +193,11 @@ class TrainerConfig:
     device: str = device_setting()
     num_threads: int = threads_setting()
     progress: bool = setting(True, "show a progress bar on a terminal")
+    num_workers: int = setting(
+        0,
+        "DataLoader processes that collate batches ahead of the step (0: in the training process)",
+        AT_LEAST_0,
+    )
 
 
 # The decoding keys each search reads (the selectors beam_size and sampling aside):

@@ -111,9 +111,12 @@ def _already_complete(cfg: DictConfig, run_dir: Path | None) -> str | None:
     if run_dir is None or not (run_dir / "checkpoints" / "last.pt").is_file():
         return None
     from seq2seq.checkpoint import Checkpointer
+    from seq2seq.data.prepare import corpus_key
     from seq2seq.trainer import completed
 
-    saved = Checkpointer(run_dir, OmegaConf.to_container(cfg, resolve=True)).previous()
+    checkpointer = Checkpointer(run_dir, OmegaConf.to_container(cfg, resolve=True))
+    saved = checkpointer.previous()
+    checkpointer.check_data(saved, corpus_key(cfg.data)[0])
     done = completed(saved, cfg.trainer)
     return f"{done}; nothing changed" if done else None
 

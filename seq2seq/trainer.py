@@ -26,12 +26,15 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torch.utils.data import DataLoader
 
 from seq2seq import distributed
 from seq2seq.checkpoint import Checkpointer, Saved, build_model
-from seq2seq.data.batching import collate, token_batches
+from seq2seq.data.batching import Batch, token_batches
 from seq2seq.data.corpus import read_parallel
-from seq2seq.data.tokenizer import build_tokenizer, open_tokenizer
+from seq2seq.data.indexed import identity
+from seq2seq.data.prepare import copy_tokenizer, corpus_key, open_prepared, prepare
+from seq2seq.data.tokenizer import open_tokenizer
 from seq2seq.device import pick_device, pick_precision, set_threads
 from seq2seq.errors import UserError
 from seq2seq.metrics import TrainingLog
@@ -93,12 +96,15 @@ class Trainer:
         self.checkpointer = Checkpointer(run_dir, self.config, self.tcfg.keep_last)
         self.progress = Progress()
         self.stops = StopSignals(can_abort=self.main)
-        self.started, self.bad_steps = time.time(), 0
+        self.started, self.bad_steps, self.first_step = time.time(), 0, None
 
     def run(self) -> Progress:
         """Train until a budget is spent or a signal asks to stop; returns the final progress."""
         with self.stops:
             saved = self.checkpointer.previous()  # before anything in run_dir is overwritten
+            self.data_key = corpus_key(self.cfg.data) if self.main else None  # hashes the training files
+            if saved is not None and self.main:
+                self.checkpointer.check_data(saved, self.data_key[0])
             if done := completed(saved, self.tcfg):
                 log.info("%s; nothing but .hydra/ and train.log was written", done)
                 self.progress = Progress(**saved.progress)
@@ -124,30 +130,28 @@ class Trainer:
         torch.manual_seed(self.cfg.seed)  # the same initial weights on every process
 
     def setup_data(self) -> None:
-        """Read the splits, build (or reuse) the tokenizer, encode the training pairs."""
-        data, tok = self.cfg.data, self.cfg.data.tokenizer
-        src_lines, tgt_lines = read_parallel(data.train.src, data.train.tgt, "data.train")
-        if data.train_lines > 0:
-            src_lines, tgt_lines = src_lines[: data.train_lines], tgt_lines[: data.train_lines]
-        valid_src, valid_tgt = read_parallel(data.valid.src, data.valid.tgt, "data.valid")
-        settings = (tok.vocab_size, tok.joint, tok.model_type, tok.character_coverage, tok.cache_dir)
+        """Prepare the training split once (or find it prepared) and map it; read the
+        validation split. Under torchrun the main process prepares, the others wait."""
+        data = self.cfg.data
+        folder = prepare(data, key=self.data_key) if self.main else None
+        folder = Path(distributed.from_main(str(folder) if folder else None))
+        self.pairs, tokenizer = open_prepared(folder)
         if self.main:
-            self.tokenizer = build_tokenizer(src_lines, tgt_lines, *settings, self.run_dir / "tokenizer")
-        distributed.barrier()  # the others read the main process's tokenizer from the run directory
-        if not self.main:
-            self.tokenizer = open_tokenizer(self.run_dir / "tokenizer", tok.joint)
-        src, tgt = self.tokenizer.encode_src(src_lines), self.tokenizer.encode_tgt(tgt_lines)
-        keep = [i for i in range(len(src)) if len(src[i]) <= data.max_len and len(tgt[i]) + 1 <= data.max_len]
-        self.train_src, self.train_tgt = [src[i] for i in keep], [tgt[i] for i in keep]
+            copy_tokenizer(tokenizer, self.run_dir / "tokenizer")
+        distributed.barrier()  # the others read the main process's copy, which checkpoints refer to
+        self.tokenizer = open_tokenizer(self.run_dir / "tokenizer", data.tokenizer.joint)
+        meta = self.pairs.meta
         log.info(
-            "train: %d pairs kept, %d longer than data.max_len=%d left out",
-            len(keep),
-            len(src) - len(keep),
+            "train: %d pairs kept, %d longer than data.max_len=%d left out (%s)",
+            meta["pairs"],
+            meta["longer_than_max_len"],
             data.max_len,
+            folder,
         )
-        self.valid_lines = (valid_src, valid_tgt)
-        self.lengths = ([len(s) for s in self.train_src], [len(t) for t in self.train_tgt])
-        self.batches_per_epoch = len(token_batches(*self.lengths, self.tcfg.max_tokens, self.cfg.seed))
+        self.lengths = (self.pairs.lengths("src"), self.pairs.lengths("tgt"))
+        self.batches_per_epoch = len(
+            token_batches(*self.lengths, self.tcfg.max_tokens)
+        )  # the same every epoch
         if self.batches_per_epoch < self.world:
             raise UserError(
                 f"the training data makes {self.batches_per_epoch} batches, fewer than the {self.world} "
@@ -155,6 +159,7 @@ class Trainer:
             )
         if self.world > 1:
             log.info("%d processes, %d steps per epoch", self.world, self.batches_per_epoch // self.world)
+        self.valid_lines = read_parallel(data.valid.src, data.valid.tgt, "data.valid")
 
     def setup_model(self) -> None:
         self.model = build_model(self.cfg.model, self.tokenizer).to(self.device)
@@ -239,8 +244,9 @@ class Trainer:
         """Epochs of steps, validations and saves, until ``stop`` gives the reason to end."""
         p, t = self.progress, self.tcfg
         while stop is None:
-            for rows in self.epoch_batches():
-                result = self.step(rows)
+            self.mark = time.perf_counter()
+            for batch in self.epoch_batches():
+                result = self.step(batch)
                 if result.stop or (self.world == 1 and self.stops.received):
                     stop = self.save_on_signal()
                     break
@@ -251,19 +257,24 @@ class Trainer:
                     self.save(best=False)
                 if stop:
                     break
+                self.mark = time.perf_counter()  # the next step's time starts after validation or saving
         return stop
 
-    def step(self, rows: list[int]) -> StepResult:
-        """One update on the training pairs ``rows`` (a signal waits until it is done),
-        then the bookkeeping: progress, the log, divergence, the epoch's end."""
-        p, began = self.progress, time.perf_counter()
-        batch = collate([self.train_src[i] for i in rows], [self.train_tgt[i] for i in rows]).to(self.device)
+    def step(self, batch: Batch) -> StepResult:
+        """One update on ``batch`` (a signal waits until it is done), then the bookkeeping:
+        progress, the log, divergence, the epoch's end."""
+        p = self.progress
+        stop = bool(self.stops.received)
         result = train_step(
-            self.objective, batch, self.opt, self.device, self.precision, bool(self.stops.received)
+            self.objective, batch.to(self.device), self.opt, self.device, self.precision, stop
         )
         p.step, p.batch_in_epoch = p.step + 1, p.batch_in_epoch + self.world
         p.elapsed = time.time() - self.clock
-        lr, seconds = self.opt.scheduler.get_last_lr()[0], time.perf_counter() - began
+        if self.first_step is None:
+            self.first_step = time.time() - self.started
+            log.info("first step %.1f s after the start of this command", self.first_step)
+        now = time.perf_counter()
+        lr, seconds, self.mark = self.opt.scheduler.get_last_lr()[0], now - self.mark, now  # loading included
         self.log.step(p.step, p.epoch, result.loss, result.tokens, seconds, lr, result.grad_norm)
         self.bad_steps = 0 if math.isfinite(result.loss) else self.bad_steps + 1
         if self.bad_steps:
@@ -271,10 +282,18 @@ class Trainer:
         self.next_epoch_if_done()
         return result
 
-    def epoch_batches(self) -> list[list[int]]:
-        """This process's batches of the current epoch that are not done yet."""
+    def epoch_batches(self) -> DataLoader:
+        """This process's batches of the current epoch that are not done yet, collated
+        ahead of the step by ``trainer.num_workers`` processes (pinned for CUDA)."""
         order = token_batches(*self.lengths, self.tcfg.max_tokens, self.cfg.seed, self.progress.epoch)
-        return distributed.shard(order, self.progress.batch_in_epoch)
+        return DataLoader(
+            self.pairs,
+            batch_sampler=distributed.shard(order, self.progress.batch_in_epoch),
+            collate_fn=identity,
+            num_workers=self.tcfg.num_workers,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator(),  # its seed draw must not touch the global random state
+        )
 
     def next_epoch_if_done(self) -> None:
         """Start the next epoch when fewer of this one's batches are left than processes."""
@@ -354,6 +373,7 @@ class Trainer:
             self.log.flush()
             opt = self.opt
             self.checkpointer.save(
+                data={"key": self.pairs.meta["key"], "pairs": len(self.pairs)},
                 model=self.model,
                 optimizer=opt.optimizer,
                 scheduler=opt.scheduler,

@@ -39,7 +39,7 @@ def tiny_corpus(tmp_path_factory) -> dict[str, Path]:
             else:
                 path.write_text("".join(lines), encoding="utf-8")
             files[f"{split}.{lang}"] = path
-    files["cache"] = out / "tokenizer-cache"
+    files["cache"] = out / "prepared"
     return files
 
 
@@ -65,7 +65,7 @@ def tiny_overrides(corpus: dict[str, Path], model: str = "transformer") -> list[
         f"data.test.src={corpus['test.de']}",
         f"data.test.tgt={corpus['test.en']}",
         "data.tokenizer.vocab_size=500",
-        f"data.tokenizer.cache_dir={corpus['cache']}",
+        f"data.cache_dir={corpus['cache']}",
         "trainer.max_steps=4",
         "trainer.eval_every=2",
         "trainer.log_every=1",

@@ -198,7 +198,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_run(tiny_corpus, tmp_path):
         "trainer.samples=0",
         "data.train_lines=80",  # 12 batches an epoch: 16 steps cross into epoch 2
         # train_lines is not part of the tokenizer cache key: keep this tokenizer out of the shared cache
-        f"data.tokenizer.cache_dir={tmp_path / 'cache'}",
+        f"data.cache_dir={tmp_path / 'cache'}",
     ]
     run_cli("train", *args, "hydra.run.dir=A", cwd=tmp_path)
     reference = last_losses(tmp_path / "A")

@@ -30,7 +30,7 @@ def long_run_args(tiny_corpus, tmp_path: Path) -> list[str]:
         "trainer.save_every=0",
         "trainer.eval_every=1000",
         "trainer.samples=0",
-        f"data.tokenizer.cache_dir={tmp_path / 'cache'}",
+        f"data.cache_dir={tmp_path / 'cache'}",
     ]
 
 

@@ -11,10 +11,12 @@ from omegaconf import OmegaConf
 import seq2seq.translate
 from seq2seq.config import compose
 from seq2seq.data.corpus import read_lines
-from seq2seq.data.tokenizer import build_tokenizer
+from seq2seq.data.prepare import open_prepared, prepare
 from seq2seq.models import Transformer
 from seq2seq.models.base import EncoderDecoder
 from seq2seq.translator import Translator
+
+from .conftest import compose_train
 
 
 def test_translator_batches_by_tokens_and_sentences():
@@ -27,11 +29,10 @@ def test_translator_batches_by_tokens_and_sentences():
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tiny_corpus, tmp_path_factory):
+def tokenizer(tiny_corpus):
     """A 500-piece joint SentencePiece model of the tiny corpus."""
-    src, tgt = read_lines(tiny_corpus["train.de"]), read_lines(tiny_corpus["train.en"])
-    cache, out = str(tiny_corpus["cache"]), tmp_path_factory.mktemp("tok")
-    return build_tokenizer(src, tgt, 500, True, "unigram", 1.0, cache, out)
+    cfg = compose_train(tiny_corpus).data
+    return open_prepared(prepare(cfg, workers=1))[1]
 
 
 class CopyModel(EncoderDecoder):

@@ -1,17 +1,16 @@
-"""SentencePiece tokenization, trained on the training split and cached.
+"""SentencePiece tokenization: the models of a run, and training them.
 
 One joint vocabulary is the default (``data.tokenizer.joint=true``: the source
 and target share ``spm.model``); with ``joint=false`` the source and target get
-``src.model`` and ``tgt.model``. Special ids come from ``seq2seq.special``.
+``src.model`` and ``tgt.model``. Special ids come from ``seq2seq.special``. The
+models are trained when a corpus is prepared (``seq2seq/data/prepare.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
-import shutil
 from pathlib import Path
 
 import sentencepiece as spm
@@ -80,7 +79,10 @@ class Tokenizer:
         return [self.tgt.id_to_piece(i) for i in ids]
 
 
-def _train_spm(sentences: list[str], vocab_size: int, model_type: str, coverage: float, out: Path) -> None:
+def train_sentencepiece(
+    sentences: list[str], vocab_size: int, model_type: str, coverage: float, threads: int, out: Path
+) -> None:
+    """Train a SentencePiece model on ``sentences`` with the project's special ids and write it to ``out``."""
     buffer = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
@@ -94,9 +96,8 @@ def _train_spm(sentences: list[str], vocab_size: int, model_type: str, coverage:
             bos_id=BOS_ID,
             eos_id=EOS_ID,
             byte_fallback=True,
-            input_sentence_size=2_000_000,
-            shuffle_input_sentence=True,
-            num_threads=2,
+            input_sentence_size=0,  # the caller's sample is all it sees
+            num_threads=threads,
             minloglevel=2,
         )
     except RuntimeError as e:
@@ -105,69 +106,12 @@ def _train_spm(sentences: list[str], vocab_size: int, model_type: str, coverage:
     out.write_bytes(buffer.getvalue())
 
 
-def cache_path(
-    src_lines: list[str],
-    tgt_lines: list[str],
-    vocab_size: int,
-    joint: bool,
-    model_type: str,
-    character_coverage: float,
-    cache_dir: str,
-) -> Path:
-    """Cache folder of the tokenizer trained on these sentences with these
-    settings; its name hashes both."""
-    key = hashlib.sha256()
-    for lines in (src_lines, tgt_lines):
-        key.update("\n".join(lines).encode())
-        key.update(b"\0")
-    settings = {"vocab": vocab_size, "joint": joint, "type": model_type, "coverage": character_coverage}
-    key.update(json.dumps(settings, sort_keys=True).encode())
-    return Path(cache_dir).expanduser() / key.hexdigest()[:16]
-
-
-def build_tokenizer(
-    src_lines: list[str],
-    tgt_lines: list[str],
-    vocab_size: int,
-    joint: bool,
-    model_type: str,
-    character_coverage: float,
-    cache_dir: str,
-    out_dir: Path,
-) -> Tokenizer:
-    """Train SentencePiece on the training split, or reuse a cached model.
-
-    The cache key is made of the training sentences and the settings, so
-    a second run with the same data and settings skips training. The models
-    are copied to ``out_dir`` (the run directory's ``tokenizer/``).
-    """
-    cache = cache_path(src_lines, tgt_lines, vocab_size, joint, model_type, character_coverage, cache_dir)
-    names = model_names(joint)
-    if all((cache / n).is_file() for n in names):
-        log.info("tokenizer: reusing %s", cache)
-    else:
-        log.info("tokenizer: training SentencePiece (%s, vocab %d, joint=%s)", model_type, vocab_size, joint)
-        tmp = cache.with_name(cache.name + ".tmp")
-        tmp.mkdir(parents=True, exist_ok=True)
-        if joint:
-            _train_spm(src_lines + tgt_lines, vocab_size, model_type, character_coverage, tmp / "spm.model")
-        else:
-            _train_spm(src_lines, vocab_size, model_type, character_coverage, tmp / "src.model")
-            _train_spm(tgt_lines, vocab_size, model_type, character_coverage, tmp / "tgt.model")
-        shutil.rmtree(cache, ignore_errors=True)
-        tmp.rename(cache)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for n in names:
-        shutil.copyfile(cache / n, out_dir / n)
-    return open_tokenizer(out_dir, joint)
-
-
 def model_names(joint: bool) -> list[str]:
     """The SentencePiece model files of a tokenizer folder: one shared, or source and target."""
     return ["spm.model"] if joint else ["src.model", "tgt.model"]
 
 
 def open_tokenizer(folder: Path, joint: bool) -> Tokenizer:
-    """The tokenizer that ``build_tokenizer`` wrote into ``folder``."""
+    """The tokenizer whose models are in ``folder`` (a prepared corpus, a run's ``tokenizer/``)."""
     names = model_names(joint)
     return Tokenizer(folder / names[0], folder / names[-1])

@@ -1,0 +1,115 @@
+"""Prepared training pairs: token ids in flat memory-mapped files, read without loading them.
+
+A prepared folder (one per corpus and settings, see ``seq2seq/data/prepare.py``) holds:
+
+    meta.json         what it holds: format, pairs, dtype, vocabulary sizes, the settings and
+                      the sha256 of the files it was made from, counts of what was left out
+    spm.model         the SentencePiece model (src.model and tgt.model when not joint)
+    src.bin, tgt.bin  the token ids of every kept pair, back to back, in ``dtype``: the smallest
+                      unsigned type that holds the vocabulary (uint16 up to 65,536 pieces, else
+                      uint32). Sources end in EOS; targets have neither BOS nor EOS.
+    src.off.npy, tgt.off.npy   int64 (N + 1,): pair i's ids are bin[off[i] : off[i + 1]]
+    src.len.npy, tgt.len.npy   (N,) the lengths, in ``dtype``, for batching
+
+The ``.bin`` files are raw arrays opened with ``numpy.memmap``; the ``.npy`` files are
+opened with ``numpy.load(mmap_mode="r")``. Nothing is read until it is used, and processes
+that open the same folder share its pages.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from seq2seq.data.batching import Batch, collate
+
+FORMAT = 1  # of a prepared folder; part of its cache key
+
+
+def id_dtype(vocab_size: int) -> np.dtype:
+    """The smallest unsigned type that holds ids 0 .. vocab_size - 1."""
+    return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
+
+
+class IndexedWriter:
+    """Appends pairs of id arrays to the files of a prepared folder, then writes the index."""
+
+    def __init__(self, folder: Path, dtype: np.dtype):
+        self.folder, self.dtype = folder, dtype
+        self.files = {side: open(folder / f"{side}.bin", "wb") for side in ("src", "tgt")}
+        self.lengths: dict[str, list[np.ndarray]] = {"src": [], "tgt": []}
+
+    def add(self, side: str, ids: np.ndarray, lengths: np.ndarray) -> None:
+        """``ids``: the flat ids of consecutive pairs' ``side``; ``lengths``: one per pair."""
+        self.files[side].write(np.ascontiguousarray(ids, dtype=self.dtype).tobytes())
+        self.lengths[side].append(np.asarray(lengths, dtype=self.dtype))
+
+    def close(self) -> int:
+        """Write the index; returns the number of pairs."""
+        count = 0
+        for side, f in self.files.items():
+            f.close()
+            lengths = np.concatenate(self.lengths[side]) if self.lengths[side] else np.zeros(0, self.dtype)
+            offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+            np.save(self.folder / f"{side}.len.npy", lengths)
+            np.save(self.folder / f"{side}.off.npy", offsets)
+            count = len(lengths)
+        return count
+
+
+class IndexedPairs(torch.utils.data.Dataset):
+    """The pairs of a prepared folder. ``pairs[i]`` is (source ids, target ids), numpy arrays.
+
+    The memory maps are opened on first use in each process, so the dataset can be sent
+    to DataLoader workers without copying any ids.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.meta = json.loads((self.folder / "meta.json").read_text())
+        self.dtype = np.dtype(self.meta["dtype"])
+        self._maps: dict | None = None
+
+    def _open(self) -> dict:
+        if self._maps is None:
+            f = self.folder
+            self._maps = {
+                side: (
+                    np.memmap(f / f"{side}.bin", dtype=self.dtype, mode="r")
+                    if (f / f"{side}.bin").stat().st_size
+                    else np.zeros(0, self.dtype),
+                    np.load(f / f"{side}.off.npy", mmap_mode="r"),
+                )
+                for side in ("src", "tgt")
+            }
+        return self._maps
+
+    def __getstate__(self):
+        return {**self.__dict__, "_maps": None}  # workers map the files themselves
+
+    def __len__(self) -> int:
+        return self.meta["pairs"]
+
+    def lengths(self, side: str) -> np.ndarray:
+        """(N,) lengths of one side (memory-mapped)."""
+        return np.load(self.folder / f"{side}.len.npy", mmap_mode="r")
+
+    def ids(self, side: str, i: int) -> np.ndarray:
+        ids, off = self._open()[side]
+        return ids[off[i] : off[i + 1]]
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.ids("src", i), self.ids("tgt", i)
+
+    def __getitems__(self, rows) -> Batch:
+        """A whole padded batch of the pairs ``rows`` (what the DataLoader asks for)."""
+        return collate([self.ids("src", i) for i in rows], [self.ids("tgt", i) for i in rows])
+
+
+def identity(batch):
+    """The DataLoader's collate_fn: ``__getitems__`` already made the batch."""
+    return batch

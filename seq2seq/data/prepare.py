@@ -1,0 +1,430 @@
+"""Preparing a training corpus once: tokenizer, token ids, memory-mapped files, cached.
+
+``prepare(data_cfg)`` returns the folder of the prepared training split (layout in
+``seq2seq/data/indexed.py``), making it on the first call for these files and settings:
+
+1. Key. The sha256 of both training files and the settings that shape the result
+   (tokenizer, ``data.max_len``, ``data.train_lines``) name the folder in
+   ``data.cache_dir``. A changed file or setting gets a new folder; an unchanged one is
+   found and used as it is.
+2. Scan. Both files are read line by line (plain or gzip), never whole, in step: their
+   line counts must agree, every line must be UTF-8 (the file and line of the first that
+   is not are named), and the corpus must not be empty. Meanwhile a uniform random
+   sample of at most ``data.tokenizer.sample_size`` sentences is drawn (reservoir
+   sampling, with a fixed seed, so the same corpus gives the same sample).
+3. Tokenizer. SentencePiece is trained on that sample.
+4. Encode. The files are read again in chunks that ``data.num_workers`` processes encode
+   in parallel; pairs longer than ``data.max_len`` pieces are left out and counted; the
+   ids are appended to the flat files, then the index is written.
+5. Commit. Everything is written into a temporary folder that is renamed into place
+   last, so an interrupted preparation (even ``kill -9``) leaves nothing that is later
+   taken as complete.
+
+A progress bar (or, off a terminal, a log line every few seconds) shows the share done
+and the time left.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+import zlib
+from itertools import chain
+from pathlib import Path
+
+import numpy as np
+
+from seq2seq.data.indexed import FORMAT, IndexedPairs, IndexedWriter, id_dtype
+from seq2seq.data.tokenizer import Tokenizer, model_names, train_sentencepiece
+from seq2seq.errors import UserError
+from seq2seq.special import EOS_ID
+
+log = logging.getLogger("seq2seq.prepare")
+
+CHUNK = 20_000  # pairs a worker encodes at a time
+SAMPLE_SEED = 20_161_207  # the tokenizer's sample is a function of the corpus alone
+
+
+# ----------------------------------------------------------------- reading
+
+
+class Lines:
+    """Lines of a plain or gzip text file, read in blocks and handed out in chunks.
+
+    ``position`` is how far into the file (in bytes on disk) reading has come.
+    """
+
+    def __init__(self, path: Path, key: str):
+        self.path, self.key = path, key
+        if not path.is_file():
+            raise UserError(f"{path}: no such file; check {key}")
+        self.raw = open(path, "rb")
+        self.stream = gzip.GzipFile(fileobj=self.raw) if path.suffix == ".gz" else self.raw
+        self.pending = b""
+        self.buffer: list[bytes] = []
+        self.done = False
+
+    @property
+    def position(self) -> int:
+        return self.raw.tell()
+
+    def _fill(self) -> None:
+        try:
+            block = self.stream.read(1 << 22)
+        except (OSError, EOFError, zlib.error) as e:
+            raise UserError(f"{self.path}: cannot be read ({e}); is it a valid text or .gz file?") from None
+        if not block:
+            self.done = True
+            if self.pending:
+                self.buffer.append(self.pending)
+                self.pending = b""
+            return
+        lines = (self.pending + block).split(b"\n")
+        self.pending = lines.pop()
+        self.buffer.extend(lines)
+
+    def take(self, n: int) -> list[bytes]:
+        """The next ``n`` lines (fewer at the end of the file)."""
+        while len(self.buffer) < n and not self.done:
+            self._fill()
+        out, self.buffer = self.buffer[:n], self.buffer[n:]
+        return out
+
+    def count_rest(self) -> int:
+        """Read to the end, counting lines instead of keeping them."""
+        total = len(self.buffer)
+        self.buffer = []
+        while not self.done:
+            self._fill()
+            total += len(self.buffer)
+            self.buffer = []
+        return total
+
+    def close(self) -> None:
+        self.stream.close()
+        self.raw.close()
+
+
+def pair_chunks(src_path: Path, tgt_path: Path, limit: int = 0, size: int = CHUNK, progress=None):
+    """Yield (first line number, source lines, target lines) of up to ``size`` pairs, as
+    bytes, until both files end (or ``limit`` pairs, when > 0). Raises ``UserError`` when
+    the two files have different numbers of lines, naming both counts."""
+    src, tgt = Lines(src_path, "data.train.src"), Lines(tgt_path, "data.train.tgt")
+    total = src_path.stat().st_size + tgt_path.stat().st_size
+    line = 1
+    try:
+        while True:
+            n = size if not limit else min(size, limit - line + 1)
+            if n <= 0:
+                return
+            a, b = src.take(n), tgt.take(n)
+            if len(a) != len(b):
+                count_a, count_b = line - 1 + len(a) + src.count_rest(), line - 1 + len(b) + tgt.count_rest()
+                raise UserError(
+                    f"{src_path} has {count_a} lines but {tgt_path} has {count_b}; "
+                    "source and target files must be line-aligned"
+                )
+            if not a:
+                return
+            yield line, a, b
+            line += len(a)
+            if progress is not None:
+                progress(src.position + tgt.position, total)
+    finally:
+        src.close()
+        tgt.close()
+
+
+def decode_lines(lines: list[bytes], path: Path, first_line: int) -> list[str]:
+    """UTF-8 text of ``lines``, surrounding whitespace trimmed; a ``UserError`` names the
+    file and line of the first line that is not UTF-8."""
+    try:
+        text = b"\n".join(lines).decode("utf-8")
+    except UnicodeDecodeError:
+        for i, raw in enumerate(lines):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UserError(
+                    f"{path}:{first_line + i}: invalid UTF-8 at byte {e.start}; convert the file to UTF-8"
+                ) from None
+        raise
+    return [line.strip() for line in text.split("\n")]
+
+
+# ----------------------------------------------------------------- progress
+
+
+class Progress:
+    """A progress bar with the time left on a terminal; elsewhere a log line every 10 s."""
+
+    def __init__(self, what: str):
+        self.what = what
+        self.start = self.last = time.time()
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(desc=what, unit="B", unit_scale=True, file=sys.stderr, dynamic_ncols=True)
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.update(done - self.bar.n)
+            return
+        now = time.time()
+        if now - self.last >= 10 and done:
+            self.last = now
+            left = (now - self.start) * (total - done) / done
+            log.info("%s: %.0f%% done, about %.0f s left", self.what, 100 * done / total, left)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ----------------------------------------------------------------- the key
+
+
+def file_digest(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def settings_of(data_cfg) -> dict:
+    """The settings that shape a prepared folder (the file contents aside)."""
+    tok = data_cfg.tokenizer
+    return {
+        "format": FORMAT,
+        "max_len": data_cfg.max_len,
+        "train_lines": data_cfg.train_lines,
+        "vocab_size": tok.vocab_size,
+        "joint": tok.joint,
+        "model_type": tok.model_type,
+        "character_coverage": tok.character_coverage,
+        "sample_size": tok.sample_size,
+    }
+
+
+def corpus_key(data_cfg) -> tuple[str, dict]:
+    """The cache key of the training split under ``data_cfg``, and what it was made of."""
+    files = {}
+    for side in ("src", "tgt"):
+        path = Path(data_cfg.train[side])
+        if not path.is_file():
+            raise UserError(f"{path}: no such file; check data.train.{side}")
+        files[side] = {"path": str(path), "sha256": file_digest(path), "bytes": path.stat().st_size}
+    made_of = {"files": files, "settings": settings_of(data_cfg)}
+    content = [
+        files["src"]["sha256"],
+        files["tgt"]["sha256"],
+        json.dumps(made_of["settings"], sort_keys=True),
+    ]
+    return hashlib.sha256("\n".join(content).encode()).hexdigest()[:16], made_of
+
+
+def cache_folder(data_cfg, key: str) -> Path:
+    return Path(data_cfg.cache_dir).expanduser() / key
+
+
+# ----------------------------------------------------------------- encoding workers
+
+_worker: dict = {}
+
+
+def _start_worker(model_files: list[str], max_len: int, dtype: str) -> None:
+    import signal
+
+    import sentencepiece as spm
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+
+    models = [spm.SentencePieceProcessor(model_file=f) for f in model_files]
+    _worker.update(src=models[0], tgt=models[-1], max_len=max_len, dtype=np.dtype(dtype))
+
+
+def _encode(job) -> tuple:
+    """Encode one chunk: (source ids, source lengths, target ids, target lengths, left out)."""
+    src_lines, tgt_lines = job
+    w = _worker
+    src = w["src"].encode([line.decode("utf-8").strip() for line in src_lines])
+    tgt = w["tgt"].encode([line.decode("utf-8").strip() for line in tgt_lines])
+    limit = w["max_len"]
+    kept = [i for i in range(len(src)) if len(src[i]) + 1 <= limit and len(tgt[i]) + 1 <= limit]
+    src_lengths = np.fromiter((len(src[i]) + 1 for i in kept), dtype=w["dtype"], count=len(kept))
+    tgt_lengths = np.fromiter((len(tgt[i]) for i in kept), dtype=w["dtype"], count=len(kept))
+    src_ids = np.fromiter(
+        chain.from_iterable(chain(src[i], (EOS_ID,)) for i in kept),
+        dtype=w["dtype"],
+        count=int(src_lengths.sum()),
+    )
+    tgt_ids = np.fromiter(
+        chain.from_iterable(tgt[i] for i in kept), dtype=w["dtype"], count=int(tgt_lengths.sum())
+    )
+    return src_ids, src_lengths, tgt_ids, tgt_lengths, len(src) - len(kept)
+
+
+# ----------------------------------------------------------------- the steps
+
+
+def _sample(data_cfg) -> tuple[int, list[str], list[str]]:
+    """Scan both files; return the number of pairs and a uniform sample of them (as text)."""
+    src_path, tgt_path = Path(data_cfg.train.src), Path(data_cfg.train.tgt)
+    k = max(1, data_cfg.tokenizer.sample_size // (2 if data_cfg.tokenizer.joint else 1))
+    rng = np.random.default_rng(SAMPLE_SEED)
+    reservoir: list[tuple[bytes, bytes]] = []
+    pairs, progress = 0, Progress("prepare: reading")
+    for first, src, tgt in pair_chunks(src_path, tgt_path, data_cfg.train_lines, progress=progress):
+        decode_lines(src, src_path, first)  # every line checked once, before any work on them
+        decode_lines(tgt, tgt_path, first)
+        fill = min(len(src), max(0, k - len(reservoir)))
+        reservoir.extend(zip(src[:fill], tgt[:fill], strict=True))
+        rest = np.arange(pairs + fill, pairs + len(src))  # global indices of the others
+        if len(rest):  # Algorithm R: item i replaces a random slot with probability k / (i + 1)
+            slots = rng.integers(0, rest + 1)
+            for i in np.flatnonzero(slots < k).tolist():
+                reservoir[slots[i]] = (src[fill + i], tgt[fill + i])
+        pairs += len(src)
+    progress.close()
+    if pairs == 0:
+        raise UserError(f"{src_path}: the corpus is empty; give files with at least one sentence pair")
+    sample_src = [s.decode("utf-8").strip() for s, _ in reservoir]
+    sample_tgt = [t.decode("utf-8").strip() for _, t in reservoir]
+    return pairs, sample_src, sample_tgt
+
+
+def _encode_all(data_cfg, folder: Path, tokenizer: Tokenizer, workers: int) -> tuple[int, int]:
+    """Encode every pair into ``folder``; returns (pairs kept, pairs left out)."""
+    dtype = id_dtype(max(tokenizer.src_vocab_size, tokenizer.tgt_vocab_size))
+    writer, dropped = IndexedWriter(folder, dtype), 0
+    progress = Progress("prepare: encoding")
+    jobs = (
+        (src, tgt)
+        for _, src, tgt in pair_chunks(
+            Path(data_cfg.train.src), Path(data_cfg.train.tgt), data_cfg.train_lines, progress=progress
+        )
+    )
+    files = [str(tokenizer.src_path), str(tokenizer.tgt_path)]
+    context = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
+    with context.Pool(workers, _start_worker, (files, data_cfg.max_len, dtype.str)) as pool:
+        for src_ids, src_lengths, tgt_ids, tgt_lengths, left_out in pool.imap(_encode, jobs):
+            writer.add("src", src_ids, src_lengths)
+            writer.add("tgt", tgt_ids, tgt_lengths)
+            dropped += left_out
+    progress.close()
+    return writer.close(), dropped
+
+
+def _clear_stale(cache_dir: Path, key: str) -> None:
+    """Remove temporary folders of ``key`` whose process is gone (a killed preparation)."""
+    for tmp in cache_dir.glob(f"{key}.tmp-*"):
+        pid = int(tmp.name.rsplit("-", 1)[-1]) if tmp.name.rsplit("-", 1)[-1].isdigit() else None
+        alive = False
+        if pid is not None:
+            try:
+                os.kill(pid, 0)
+                alive = pid != os.getpid()
+            except OSError:
+                pass
+        if not alive:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def prepare(data_cfg, workers: int = 0, key: tuple[str, dict] | None = None) -> Path:
+    """The prepared folder of ``data_cfg``'s training split, made unless the cache has it.
+
+    Args:
+        data_cfg: the ``data`` config (``data.train``, ``data.tokenizer``, ``data.max_len``, ...).
+        workers: encoding processes (0: ``data.num_workers``, whose 0 is one per core).
+        key: ``corpus_key(data_cfg)``, when the caller has it already.
+    """
+    key, made_of = key or corpus_key(data_cfg)
+    folder = cache_folder(data_cfg, key)
+    if (folder / "meta.json").is_file():
+        return folder
+    workers = workers or data_cfg.num_workers or os.cpu_count() or 1
+    cache_dir = folder.parent
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    _clear_stale(cache_dir, key)
+    tmp = cache_dir / f"{key}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    start = time.time()
+    try:
+        log.info("prepare: %s and %s -> %s", data_cfg.train.src, data_cfg.train.tgt, folder)
+        lines, sample_src, sample_tgt = _sample(data_cfg)
+        scanned = time.time()
+        tok = data_cfg.tokenizer
+        log.info(
+            "prepare: %d pairs; SentencePiece on a sample of %d sentences",
+            lines,
+            len(sample_src) * (2 if tok.joint else 1),
+        )
+        settings = (tok.vocab_size, tok.model_type, tok.character_coverage, workers)
+        names = model_names(tok.joint)
+        if tok.joint:
+            train_sentencepiece(sample_src + sample_tgt, *settings, tmp / names[0])
+        else:
+            train_sentencepiece(sample_src, *settings, tmp / names[0])
+            train_sentencepiece(sample_tgt, *settings, tmp / names[1])
+        trained = time.time()
+        tokenizer = Tokenizer(tmp / names[0], tmp / names[-1])
+        kept, dropped = _encode_all(data_cfg, tmp, tokenizer, workers)
+        meta = {
+            **made_of,
+            "key": key,
+            "pairs": kept,
+            "lines": lines,
+            "longer_than_max_len": dropped,
+            "dtype": id_dtype(max(tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)).name,
+            "vocab_size": {"src": tokenizer.src_vocab_size, "tgt": tokenizer.tgt_vocab_size},
+            "tokenizer": names,
+            "sample_sentences": len(sample_src) * (2 if tok.joint else 1),
+            "seconds": {
+                "scan": round(scanned - start, 1),
+                "tokenizer": round(trained - scanned, 1),
+                "encode": round(time.time() - trained, 1),
+            },
+        }
+        if kept == 0:
+            raise UserError(
+                f"{data_cfg.train.src}: every pair is longer than data.max_len={data_cfg.max_len} pieces; "
+                "raise data.max_len"
+            )
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process finished the same preparation first
+            if not (folder / "meta.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info(
+        "prepare: %d pairs kept, %d longer than data.max_len=%d left out, in %.0f s",
+        kept,
+        dropped,
+        data_cfg.max_len,
+        time.time() - start,
+    )
+    return folder
+
+
+def copy_tokenizer(tokenizer: Tokenizer, folder: Path) -> None:
+    """Copy a tokenizer's model files into ``folder`` (a run directory's ``tokenizer/``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in {tokenizer.src_path, tokenizer.tgt_path}:
+        shutil.copyfile(path, folder / path.name)
+
+
+def open_prepared(folder: Path) -> tuple[IndexedPairs, Tokenizer]:
+    """The pairs and the tokenizer of a prepared folder."""
+    pairs = IndexedPairs(folder)
+    names = pairs.meta["tokenizer"]
+    return pairs, Tokenizer(folder / names[0], folder / names[-1])
