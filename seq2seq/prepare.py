@@ -10,6 +10,7 @@ its counts.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import time
 
@@ -17,8 +18,13 @@ from seq2seq.config import compose, help_text
 from seq2seq.errors import UserError
 
 
+def _raise_on_sigterm(signum, frame):
+    raise KeyboardInterrupt  # ends the encoding workers and removes the unfinished folder
+
+
 def main() -> None:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="[%(name)s] %(message)s")
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
     args = sys.argv[1:]
     try:
         if any(a in ("-h", "--help") for a in args):
@@ -35,6 +41,7 @@ def main() -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
+        print("stopped; nothing was prepared (a later run starts again)", file=sys.stderr)
         sys.exit(130)
     from seq2seq.data.indexed import IndexedPairs
 

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from seq2seq import distributed
 from seq2seq.checkpoint import Checkpointer, Saved, build_model
-from seq2seq.data.batching import Batch, token_batches
+from seq2seq.data.batching import Batch, count_batches, token_batches
 from seq2seq.data.corpus import read_parallel
 from seq2seq.data.indexed import identity
 from seq2seq.data.prepare import copy_tokenizer, corpus_key, open_prepared, prepare
@@ -38,7 +38,7 @@ from seq2seq.data.tokenizer import open_tokenizer
 from seq2seq.device import pick_device, pick_precision, set_threads
 from seq2seq.errors import UserError
 from seq2seq.metrics import TrainingLog
-from seq2seq.signals import Interrupted, StopSignals
+from seq2seq.signals import Interrupted, StopSignals, ignore_ctrl_c
 from seq2seq.train_step import Objective, Optimization, StepResult, inverse_sqrt, train_step
 from seq2seq.translator import Translator
 from seq2seq.validation import ValidSet, validate
@@ -149,9 +149,7 @@ class Trainer:
             folder,
         )
         self.lengths = (self.pairs.lengths("src"), self.pairs.lengths("tgt"))
-        self.batches_per_epoch = len(
-            token_batches(*self.lengths, self.tcfg.max_tokens)
-        )  # the same every epoch
+        self.batches_per_epoch = count_batches(*self.lengths, self.tcfg.max_tokens)  # the same every epoch
         if self.batches_per_epoch < self.world:
             raise UserError(
                 f"the training data makes {self.batches_per_epoch} batches, fewer than the {self.world} "
@@ -293,6 +291,7 @@ class Trainer:
             num_workers=self.tcfg.num_workers,
             pin_memory=self.device.type == "cuda",
             generator=torch.Generator(),  # its seed draw must not touch the global random state
+            worker_init_fn=ignore_ctrl_c,
         )
 
     def next_epoch_if_done(self) -> None:

@@ -194,9 +194,19 @@ def test_prepared_folder_moves_in_only_when_complete(tiny_corpus, tmp_path):
     while not list((tmp_path / "cache").glob(f"{key}.tmp-*/spm.model")):  # past the tokenizer: encoding
         assert victim.poll() is None and time.time() < deadline, victim.stderr.read()
         time.sleep(0.05)
+    workers = [int(p) for p in Path(f"/proc/{victim.pid}/task/{victim.pid}/children").read_text().split()]
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
     assert not folder.exists() and list((tmp_path / "cache").glob(f"{key}.tmp-*"))
+
+    def running(pid: int) -> bool:
+        status = Path(f"/proc/{pid}/status")
+        return status.exists() and "zombie" not in status.read_text()
+
+    deadline = time.time() + 30
+    while any(running(pid) for pid in workers):  # the encoding workers end with it, soon
+        assert time.time() < deadline, [pid for pid in workers if running(pid)]
+        time.sleep(0.1)
     assert prepare(cfg, workers=2) == folder and (folder / "meta.json").is_file()
     assert not list((tmp_path / "cache").glob(f"{key}.tmp-*"))
     assert len(IndexedPairs(folder)) == 4 * 29000 - IndexedPairs(folder).meta["longer_than_max_len"]

@@ -79,28 +79,43 @@ def token_batches(
     (ties broken at random), packed in that order as long as they fit, and the batch
     order is shuffled. Each index appears in exactly one batch; an example longer than
     ``max_tokens`` gets a batch of its own. The result depends only on ``(seed, epoch)``;
-    ``seed=None`` keeps the length order for decoding (batches shortest first).
+    ``seed=None`` keeps the length order for decoding (batches shortest first). Every
+    epoch has as many batches (``count_batches``): only the ties and the order change.
 
     Everything is numpy on the length arrays: a million pairs take well under a second.
 
     Returns:
         the batches, each an int array of example indices (views into one array).
     """
-    src = np.asarray(src_lengths, dtype=np.int64)
-    tgt = np.asarray(tgt_lengths, dtype=np.int64)
-    n = len(src)
+    size = example_sizes(src_lengths, tgt_lengths)  # (N,)
+    n = len(size)
     if n == 0:
         return []
-    size = np.maximum(src, tgt + 1)  # (N,) padded tokens a row
-    rng = np.random.default_rng([seed, epoch]) if seed is not None else None
-    order = rng.permutation(n) if rng is not None else np.arange(n)  # shuffled: random ties
-    order = order[np.lexsort((tgt[order], src[order], size[order]))]  # stable: by size, then src, tgt
-    order = order.astype(np.int32 if n < 2**31 else np.int64)
-    ends = _pack(size[order], max_tokens)
-    batches = np.split(order, ends[:-1])
+    index = np.int32 if n < 2**31 else np.int64
+    if seed is None:
+        order = np.argsort(size, kind="stable").astype(index)
+        rng = None
+    else:
+        rng = np.random.default_rng([seed, epoch])
+        order = np.arange(n, dtype=index)
+        rng.shuffle(order)  # random ties
+        order = order[np.argsort(size[order], kind="stable")]  # (N,) by size
+    batches = np.split(order, _pack(size[order], max_tokens)[:-1])
     if rng is not None:
         batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches
+
+
+def example_sizes(src_lengths, tgt_lengths) -> np.ndarray:
+    """(N,) padded tokens a row of each example needs: max(source, target + 1)."""
+    src = np.asarray(src_lengths).astype(np.int32, copy=False)
+    return np.maximum(src, np.asarray(tgt_lengths).astype(np.int32, copy=False) + 1)
+
+
+def count_batches(src_lengths, tgt_lengths, max_tokens: int) -> int:
+    """How many batches ``token_batches`` makes of these examples, in any epoch."""
+    size = example_sizes(src_lengths, tgt_lengths)
+    return len(_pack(np.sort(size, kind="stable"), max_tokens)) if len(size) else 0
 
 
 def _pack(sizes: np.ndarray, max_tokens: int) -> list[int]:

@@ -44,6 +44,7 @@ import numpy as np
 from seq2seq.data.indexed import FORMAT, IndexedPairs, IndexedWriter, id_dtype
 from seq2seq.data.tokenizer import Tokenizer, model_names, train_sentencepiece
 from seq2seq.errors import UserError
+from seq2seq.signals import ignore_ctrl_c
 from seq2seq.special import EOS_ID
 
 log = logging.getLogger("seq2seq.prepare")
@@ -239,12 +240,23 @@ def cache_folder(data_cfg, key: str) -> Path:
 _worker: dict = {}
 
 
-def _start_worker(model_files: list[str], max_len: int, dtype: str) -> None:
-    import signal
+def _die_with_parent() -> None:
+    """Ask Linux to end this process when its parent dies (even by ``kill -9``), so that no
+    encoding worker is left waiting for work that will never come."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
 
+        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before that took hold
+            os._exit(1)
+
+
+def _start_worker(model_files: list[str], max_len: int, dtype: str) -> None:
     import sentencepiece as spm
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    ignore_ctrl_c()
+    _die_with_parent()
 
     models = [spm.SentencePieceProcessor(model_file=f) for f in model_files]
     _worker.update(src=models[0], tgt=models[-1], max_len=max_len, dtype=np.dtype(dtype))
@@ -313,11 +325,18 @@ def _encode_all(data_cfg, folder: Path, tokenizer: Tokenizer, workers: int) -> t
     )
     files = [str(tokenizer.src_path), str(tokenizer.tgt_path)]
     context = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
-    with context.Pool(workers, _start_worker, (files, data_cfg.max_len, dtype.str)) as pool:
+    pool = context.Pool(workers, _start_worker, (files, data_cfg.max_len, dtype.str))
+    try:
         for src_ids, src_lengths, tgt_ids, tgt_lengths, left_out in pool.imap(_encode, jobs):
             writer.add("src", src_ids, src_lengths)
             writer.add("tgt", tgt_ids, tgt_lengths)
             dropped += left_out
+        pool.close()  # the workers finish and leave
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
     progress.close()
     return writer.close(), dropped
 
