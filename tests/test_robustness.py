@@ -417,28 +417,47 @@ def test_checkpoint_of_another_format(run_copy):
     assert_one_error(proc, f"format {FORMAT + 1}", "99.0", f"format {FORMAT}", __version__)
 
 
-def test_checkpoint_of_format_1_still_loads_and_resumes(run_copy, tiny_corpus):
+def test_checkpoint_of_format_1_still_translates_but_is_not_resumed(run_copy, tiny_corpus):
     """A checkpoint written in format 1 (the Transformer's ``tie_output``, one random state
-    at the top level, ``trainer.valid_max_tokens``): translate reads it, and training resumes
-    from it as from a new one."""
+    at the top level, ``trainer.valid_max_tokens``, no prepared corpus): translate reads it;
+    training into its run directory is refused with one line saying why, changing nothing."""
     ckpt = torch.load(run_copy / "checkpoints/last.pt", weights_only=True)
     ckpt["format"], ckpt["rng"] = 1, ckpt["rng"][0]
     ckpt["config"]["model"]["tie_output"] = ckpt["config"]["model"].pop("tie_embeddings")
     ckpt["config"]["trainer"]["valid_max_tokens"] = 8000
+    ckpt["progress"].pop("validated_step")
+    del ckpt["data"]
     torch.save(ckpt, run_copy / "checkpoints/last.pt")
+    before = (run_copy / "checkpoints/last.pt").read_bytes()
     out = run_cli("translate", "checkpoint=run/checkpoints/last.pt", cwd=run_copy.parent, stdin="Ein Hund.\n")
     assert out.stdout.count("\n") == 1
     args = ["trainer.max_steps=6", "trainer.save_every=1", "trainer.keep_last=2", "trainer.eval_every=100"]
-    resumed = run_cli(
-        "train",
-        *tiny_overrides(tiny_corpus),
-        "hydra.run.dir=run",
-        "trainer.samples=0",
-        *args,
-        cwd=run_copy.parent,
+    proc = run_cli(
+        "train", *tiny_overrides(tiny_corpus), "hydra.run.dir=run", "trainer.samples=0", *args,
+        cwd=run_copy.parent, check=False,
+    )  # fmt: skip
+    assert_one_error(
+        proc, "before training corpora were prepared", "cannot be resumed", "evaluate and translate"
     )
-    assert "at step 5" in resumed.stderr and "random state reseeded" not in resumed.stderr
-    assert load_checkpoint(run_copy / "checkpoints/last.pt")["format"] == FORMAT
+    assert (run_copy / "checkpoints/last.pt").read_bytes() == before
+
+
+def test_resuming_on_changed_training_data_is_refused(run_copy, tiny_corpus, tmp_path):
+    """The same file names with other content: the prepared corpus differs, so resuming is
+    refused with one line naming both; validation files may change (a warning says so)."""
+    edited = tmp_path / "train.en"
+    edited.write_text(
+        "".join(line.replace("A", "The", 1) for line in head(tiny_corpus["train.en"], 300))
+    )
+    args = [*tiny_overrides(tiny_corpus), "hydra.run.dir=run", "trainer.samples=0", "trainer.max_steps=6"]
+    proc = run_cli("train", *args, f"data.train.tgt={edited}", cwd=run_copy.parent, check=False)
+    assert_one_error(proc, "was trained on other data", "prepared corpus")
+    valid = tmp_path / "valid.en"
+    valid.write_text(tiny_corpus["valid.en"].read_text())
+    resumed = run_cli(
+        "train", *args, f"data.valid.tgt={valid}", "trainer.eval_every=100", cwd=run_copy.parent
+    )
+    assert "resuming with other data settings" in resumed.stderr and "valid" in resumed.stderr
 
 
 def test_tokenizer_replaced_by_another_model(run_copy, tiny_corpus, tmp_path):
