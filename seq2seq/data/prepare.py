@@ -252,14 +252,18 @@ def _die_with_parent() -> None:
             os._exit(1)
 
 
-def _start_worker(model_files: list[str], max_len: int, dtype: str) -> None:
+def _load(model_files: list[str], max_len: int, dtype: str) -> None:
+    """Get this process ready to ``_encode``."""
     import sentencepiece as spm
-
-    ignore_ctrl_c()
-    _die_with_parent()
 
     models = [spm.SentencePieceProcessor(model_file=f) for f in model_files]
     _worker.update(src=models[0], tgt=models[-1], max_len=max_len, dtype=np.dtype(dtype))
+
+
+def _start_worker(model_files: list[str], max_len: int, dtype: str) -> None:
+    ignore_ctrl_c()
+    _die_with_parent()
+    _load(model_files, max_len, dtype)
 
 
 def _encode(job) -> tuple:
@@ -312,31 +316,40 @@ def _sample(data_cfg) -> tuple[int, list[str], list[str]]:
     return pairs, sample_src, sample_tgt
 
 
-def _encode_all(data_cfg, folder: Path, tokenizer: Tokenizer, workers: int) -> tuple[int, int]:
-    """Encode every pair into ``folder``; returns (pairs kept, pairs left out)."""
+def _encode_all(data_cfg, folder: Path, tokenizer: Tokenizer, workers: int, pairs: int) -> tuple[int, int]:
+    """Encode every pair into ``folder``; returns (pairs kept, pairs left out). A corpus of
+    one chunk (``pairs`` <= CHUNK) is encoded in this process: workers would only add their
+    start-up time."""
     dtype = id_dtype(max(tokenizer.src_vocab_size, tokenizer.tgt_vocab_size))
     writer, dropped = IndexedWriter(folder, dtype), 0
     progress = Progress("prepare: encoding")
-    jobs = (
-        (src, tgt)
-        for _, src, tgt in pair_chunks(
-            Path(data_cfg.train.src), Path(data_cfg.train.tgt), data_cfg.train_lines, progress=progress
-        )
-    )
-    files = [str(tokenizer.src_path), str(tokenizer.tgt_path)]
-    context = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
-    pool = context.Pool(workers, _start_worker, (files, data_cfg.max_len, dtype.str))
+    train = data_cfg.train
+    jobs = ((src, tgt) for _, src, tgt in pair_chunks(Path(train.src), Path(train.tgt), data_cfg.train_lines,
+                                                        progress=progress))  # fmt: skip
+    settings = ([str(tokenizer.src_path), str(tokenizer.tgt_path)], data_cfg.max_len, dtype.str)
+    pool = None
+    if pairs <= CHUNK:
+        _load(*settings)
+        results = map(_encode, jobs)
+    else:
+        pool = multiprocessing.get_context("spawn").Pool(
+            workers, _start_worker, settings
+        )  # no fork of threads
+        results = pool.imap(_encode, jobs)
     try:
-        for src_ids, src_lengths, tgt_ids, tgt_lengths, left_out in pool.imap(_encode, jobs):
+        for src_ids, src_lengths, tgt_ids, tgt_lengths, left_out in results:
             writer.add("src", src_ids, src_lengths)
             writer.add("tgt", tgt_ids, tgt_lengths)
             dropped += left_out
-        pool.close()  # the workers finish and leave
+        if pool is not None:
+            pool.close()  # the workers finish and leave
     except BaseException:
-        pool.terminate()
+        if pool is not None:
+            pool.terminate()
         raise
     finally:
-        pool.join()
+        if pool is not None:
+            pool.join()
     progress.close()
     return writer.close(), dropped
 
@@ -395,7 +408,7 @@ def prepare(data_cfg, workers: int = 0, key: tuple[str, dict] | None = None) -> 
             train_sentencepiece(sample_tgt, *settings, tmp / names[1])
         trained = time.time()
         tokenizer = Tokenizer(tmp / names[0], tmp / names[-1])
-        kept, dropped = _encode_all(data_cfg, tmp, tokenizer, workers)
+        kept, dropped = _encode_all(data_cfg, tmp, tokenizer, workers, lines)
         meta = {
             **made_of,
             "key": key,
