@@ -77,8 +77,14 @@ def prepare(src: Path, tgt: Path, cache: Path) -> float:
     """Seconds of ``python -m seq2seq.prepare`` into an empty cache."""
     shutil.rmtree(cache, ignore_errors=True)
     start = time.time()
-    cmd = [sys.executable, "-m", "seq2seq.prepare", f"data.train.src={src}", f"data.train.tgt={tgt}",
-           f"data.cache_dir={cache}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "seq2seq.prepare",
+        f"data.train.src={src}",
+        f"data.train.tgt={tgt}",
+        f"data.cache_dir={cache}",
+    ]
     proc = subprocess.run(cmd, env=env(), capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(proc.stderr)
@@ -104,13 +110,31 @@ def train(args: list[str], work: Path, steps: int, torchrun: int = 0, tree: Path
     """Start training, time its first step, read the peak memory of its processes after
     ``steps`` steps, then stop it with SIGTERM (it saves and exits)."""
     run = work / f"run-{time.time_ns()}"
-    cmd = [sys.executable, "-m", "seq2seq.train", "+model=transformer", f"hydra.run.dir={run}",
-           "trainer.eval_every=100000", "trainer.save_every=0", "trainer.log_every=10", "trainer.samples=0", *args]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "seq2seq.train",
+        "+model=transformer",
+        f"hydra.run.dir={run}",
+        "trainer.eval_every=100000",
+        "trainer.save_every=0",
+        "trainer.log_every=10",
+        "trainer.samples=0",
+        *args,
+    ]
     if torchrun:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}",
-               *cmd[1:]]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={torchrun}",
+            *cmd[1:],
+        ]
     start = time.time()
-    proc = subprocess.Popen(cmd, cwd=work, env=env(tree), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=work, env=env(tree), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     first, speeds, log = None, [], []
     for line in proc.stderr:
         log.append(line)
@@ -130,9 +154,13 @@ def train(args: list[str], work: Path, steps: int, torchrun: int = 0, tree: Path
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--pairs", type=int, default=1_000_000)
-    parser.add_argument("--extra", type=Path, action="append", default=[], help="another folder of train.*.gz")
+    parser.add_argument(
+        "--extra", type=Path, action="append", default=[], help="another folder of train.*.gz"
+    )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/seq2seq-bench-data"))
     parser.add_argument("--steps", type=int, default=10, help="training steps before the memory is read")
     parser.add_argument("--torchrun", type=int, default=0, help="also train on this many processes")
@@ -142,7 +170,9 @@ def main():
     args = parser.parse_args()
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), ""
+    )
     print(f"# {cpu or platform.processor()}, {os.cpu_count()} cores, Python {platform.python_version()}")
 
     src, tgt = generate(work, args.pairs, args.extra)
@@ -158,8 +188,10 @@ def main():
     ):
         result = train(extra, work, args.steps, torchrun=n)
         peaks = ", ".join(f"{p:,.0f}" for p in result["peak_mb"])
-        print(f"{name}: first step {result['first_step_s']:.1f} s after the start; peak RSS {peaks} MB "
-              f"after {args.steps} steps")  # fmt: skip
+        print(
+            f"{name}: first step {result['first_step_s']:.1f} s after the start; peak RSS {peaks} MB "
+            f"after {args.steps} steps"
+        )
 
     if args.baseline_tree is not None:
         rates = {"baseline": [], "this tree": []}

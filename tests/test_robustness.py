@@ -446,9 +446,7 @@ def test_resuming_on_changed_training_data_is_refused(run_copy, tiny_corpus, tmp
     """The same file names with other content: the prepared corpus differs, so resuming is
     refused with one line naming both; validation files may change (a warning says so)."""
     edited = tmp_path / "train.en"
-    edited.write_text(
-        "".join(line.replace("A", "The", 1) for line in head(tiny_corpus["train.en"], 300))
-    )
+    edited.write_text("".join(line.replace("A", "The", 1) for line in head(tiny_corpus["train.en"], 300)))
     args = [*tiny_overrides(tiny_corpus), "hydra.run.dir=run", "trainer.samples=0", "trainer.max_steps=6"]
     proc = run_cli("train", *args, f"data.train.tgt={edited}", cwd=run_copy.parent, check=False)
     assert_one_error(proc, "was trained on other data", "prepared corpus")
