@@ -183,9 +183,11 @@ def main():
         print(f"preparation of {args.pairs:,} pairs: {seconds:.1f} s, {args.pairs / seconds:,.0f} pairs/s")
     small_cache = [f"data.cache_dir={work / 'cache-multi30k'}"]
     train(small_cache, work, 1)  # prepares Multi30k once, outside the measurement
-    for name, extra, n in (("Multi30k", small_cache, 0), (f"{args.pairs:,} pairs", big, 0)) + (
-        ((f"{args.pairs:,} pairs, torchrun", big, args.torchrun),) if args.torchrun else ()
-    ):
+    runs = [("Multi30k", small_cache, 0), (f"{args.pairs:,} pairs", big, 0)]
+    if args.torchrun:
+        runs += [(f"Multi30k, torchrun {args.torchrun}", small_cache, args.torchrun)]
+        runs += [(f"{args.pairs:,} pairs, torchrun {args.torchrun}", big, args.torchrun)]
+    for name, extra, n in runs:
         result = train(extra, work, args.steps, torchrun=n)
         peaks = ", ".join(f"{p:,.0f}" for p in result["peak_mb"])
         print(

@@ -171,6 +171,25 @@ def test_cache_is_reused_and_made_again_when_content_or_settings_change(
     assert again != folder and again.parent == folder.parent and (again / "meta.json").is_file()
 
 
+def test_file_digests_are_remembered_until_the_file_changes(tmp_path, monkeypatch):
+    """A start does not read the training files again while their size, modification time
+    and inode are unchanged; an edit in place is read and gives another key."""
+    src, tgt = tmp_path / "a.de", tmp_path / "a.en"
+    src.write_text("eins\nzwei\n")
+    tgt.write_text("one\ntwo\n")
+    cfg = data_config(src, tgt, tmp_path / "cache")
+    reads = []
+    real = prepare_module.hashlib.file_digest
+    monkeypatch.setattr(prepare_module.hashlib, "file_digest", lambda f, d: reads.append(f.name) or real(f, d))
+    key = corpus_key(cfg)[0]
+    assert len(reads) == 2 and corpus_key(cfg)[0] == key and len(reads) == 2  # the second call read nothing
+    assert len(list((tmp_path / "cache" / "digests").iterdir())) == 2
+    stat = src.stat()
+    src.write_text("eins\ndrei\n")  # the same size
+    os.utime(src, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    assert corpus_key(cfg)[0] != key and reads[-1] == str(src)
+
+
 def test_prepared_folder_moves_in_only_when_complete(tiny_corpus, tmp_path):
     """kill -9 in the middle of preparing: no folder is left that a later run takes as
     complete, and the next run prepares it (clearing the killed one's temporary folder)."""

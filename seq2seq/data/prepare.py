@@ -6,7 +6,9 @@
 1. Key. The sha256 of both training files and the settings that shape the result
    (tokenizer, ``data.max_len``, ``data.train_lines``) name the folder in
    ``data.cache_dir``. A changed file or setting gets a new folder; an unchanged one is
-   found and used as it is.
+   found and used as it is. A file's digest is remembered in ``data.cache_dir/digests``
+   with its size, modification time and inode, so a start reads it again only after it
+   changed.
 2. Scan. Both files are read line by line (plain or gzip), never whole, in step: their
    line counts must agree, every line must be UTF-8 (the file and line of the first that
    is not are named), and the corpus must not be empty. Meanwhile a uniform random
@@ -194,9 +196,32 @@ class Progress:
 # ----------------------------------------------------------------- the key
 
 
-def file_digest(path: Path) -> str:
+def file_digest(path: Path, memo_dir: Path | None = None) -> str:
+    """The sha256 of a file's bytes. With ``memo_dir``, a digest is remembered there with
+    the file's size, modification time and inode, and reused while those are unchanged, so
+    that a start does not read gigabytes again (``touch FILE`` makes it read once more)."""
+    stat = path.stat()
+    stamp = {"path": str(path.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "inode": stat.st_ino}
+    memo = None
+    if memo_dir is not None:
+        memo = memo_dir / f"{hashlib.sha256(stamp['path'].encode()).hexdigest()[:16]}.json"
+        try:
+            known = json.loads(memo.read_text())
+            if {k: known.get(k) for k in stamp} == stamp:
+                return known["sha256"]
+        except (OSError, ValueError, KeyError, AttributeError):
+            pass  # not remembered yet, or unreadable: hash again
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    if memo is not None:
+        try:
+            memo_dir.mkdir(parents=True, exist_ok=True)
+            tmp = memo.with_suffix(f".tmp-{os.getpid()}")
+            tmp.write_text(json.dumps({**stamp, "sha256": digest}))
+            tmp.replace(memo)
+        except OSError:
+            pass  # a read-only cache still works, it only hashes at every start
+    return digest
 
 
 def settings_of(data_cfg) -> dict:
@@ -221,7 +246,8 @@ def corpus_key(data_cfg) -> tuple[str, dict]:
         path = Path(data_cfg.train[side])
         if not path.is_file():
             raise UserError(f"{path}: no such file; check data.train.{side}")
-        files[side] = {"path": str(path), "sha256": file_digest(path), "bytes": path.stat().st_size}
+        digest = file_digest(path, Path(data_cfg.cache_dir).expanduser() / "digests")
+        files[side] = {"path": str(path), "sha256": digest, "bytes": path.stat().st_size}
     made_of = {"files": files, "settings": settings_of(data_cfg)}
     content = [
         files["src"]["sha256"],
