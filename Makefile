@@ -1,4 +1,4 @@
-# make train | make test | make lint | make bench-train | make bench-decode
+# make train | make test | make lint | make bench-train | make bench-decode | make bench-data
 # TORCH pins the PyTorch build installed first: the default takes the CPU wheel on
 # machines that provide it; on a GPU machine use e.g. `make TORCH=torch install`.
 PYTHON ?= python3
@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install train test lint format bench-train bench-decode clean
+.PHONY: install train test lint format bench-train bench-decode bench-data clean
 
 install: $(STAMP)
 
@@ -37,6 +37,9 @@ bench-train: install
 
 bench-decode: install
 	$(BIN)/python scripts/bench_decode.py $(ARGS)
+
+bench-data: install
+	$(BIN)/python scripts/bench_data.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import os
 import platform
 import re
@@ -90,6 +91,9 @@ def prepare(src: Path, tgt: Path, cache: Path) -> float:
         raise SystemExit(proc.stderr)
     seconds = time.time() - start
     print(proc.stdout.strip())
+    folder = re.search(r"^(?:prepared|found): (.+)$", proc.stdout, re.M).group(1)
+    parts = json.loads((Path(folder) / "meta.json").read_text())["seconds"]
+    print("  of which " + ", ".join(f"{step} {s:.1f} s" for step, s in parts.items()))
     return seconds
 
 

@@ -180,7 +180,9 @@ def test_file_digests_are_remembered_until_the_file_changes(tmp_path, monkeypatc
     cfg = data_config(src, tgt, tmp_path / "cache")
     reads = []
     real = prepare_module.hashlib.file_digest
-    monkeypatch.setattr(prepare_module.hashlib, "file_digest", lambda f, d: reads.append(f.name) or real(f, d))
+    monkeypatch.setattr(
+        prepare_module.hashlib, "file_digest", lambda f, d: reads.append(f.name) or real(f, d)
+    )
     key = corpus_key(cfg)[0]
     assert len(reads) == 2 and corpus_key(cfg)[0] == key and len(reads) == 2  # the second call read nothing
     assert len(list((tmp_path / "cache" / "digests").iterdir())) == 2

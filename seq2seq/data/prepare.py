@@ -201,7 +201,12 @@ def file_digest(path: Path, memo_dir: Path | None = None) -> str:
     the file's size, modification time and inode, and reused while those are unchanged, so
     that a start does not read gigabytes again (``touch FILE`` makes it read once more)."""
     stat = path.stat()
-    stamp = {"path": str(path.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "inode": stat.st_ino}
+    stamp = {
+        "path": str(path.resolve()),
+        "bytes": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "inode": stat.st_ino,
+    }
     memo = None
     if memo_dir is not None:
         memo = memo_dir / f"{hashlib.sha256(stamp['path'].encode()).hexdigest()[:16]}.json"
