@@ -96,7 +96,7 @@ def test_torchrun_trains_into_one_run_directory_and_resumes_exactly(tiny_corpus,
         f"data.cache_dir={tmp_path / 'cache'}",
     ]
     torchrun(*overrides, cwd=tmp_path)
-    (prepared,) = (tmp_path / "cache").iterdir()  # prepared once, by process 0, for both
+    (prepared,) = (tmp_path / "cache").glob("????????????????*")  # prepared once, by process 0, for both
     assert (prepared / "meta.json").is_file() and not prepared.name.count(".tmp")
 
     (run_dir,) = [p for p in (tmp_path / "outputs").glob("*/*") if p.is_dir()]  # one for both processes
