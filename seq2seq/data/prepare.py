@@ -422,45 +422,7 @@ def prepare(data_cfg, workers: int = 0, key: tuple[str, dict] | None = None) -> 
     start = time.time()
     try:
         log.info("prepare: %s and %s -> %s", data_cfg.train.src, data_cfg.train.tgt, folder)
-        lines, sample_src, sample_tgt = _sample(data_cfg)
-        scanned = time.time()
-        tok = data_cfg.tokenizer
-        log.info(
-            "prepare: %d pairs; SentencePiece on a sample of %d sentences",
-            lines,
-            len(sample_src) * (2 if tok.joint else 1),
-        )
-        settings = (tok.vocab_size, tok.model_type, tok.character_coverage, workers)
-        names = model_names(tok.joint)
-        if tok.joint:
-            train_sentencepiece(sample_src + sample_tgt, *settings, tmp / names[0])
-        else:
-            train_sentencepiece(sample_src, *settings, tmp / names[0])
-            train_sentencepiece(sample_tgt, *settings, tmp / names[1])
-        trained = time.time()
-        tokenizer = Tokenizer(tmp / names[0], tmp / names[-1])
-        kept, dropped = _encode_all(data_cfg, tmp, tokenizer, workers, lines)
-        meta = {
-            **made_of,
-            "key": key,
-            "pairs": kept,
-            "lines": lines,
-            "longer_than_max_len": dropped,
-            "dtype": id_dtype(max(tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)).name,
-            "vocab_size": {"src": tokenizer.src_vocab_size, "tgt": tokenizer.tgt_vocab_size},
-            "tokenizer": names,
-            "sample_sentences": len(sample_src) * (2 if tok.joint else 1),
-            "seconds": {
-                "scan": round(scanned - start, 1),
-                "tokenizer": round(trained - scanned, 1),
-                "encode": round(time.time() - trained, 1),
-            },
-        }
-        if kept == 0:
-            raise UserError(
-                f"{data_cfg.train.src}: every pair is longer than data.max_len={data_cfg.max_len} pieces; "
-                "raise data.max_len"
-            )
+        meta = {**made_of, "key": key, **_build(data_cfg, tmp, workers)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         try:
             tmp.rename(folder)
@@ -471,12 +433,51 @@ def prepare(data_cfg, workers: int = 0, key: tuple[str, dict] | None = None) -> 
         shutil.rmtree(tmp, ignore_errors=True)
     log.info(
         "prepare: %d pairs kept, %d longer than data.max_len=%d left out, in %.0f s",
-        kept,
-        dropped,
+        meta["pairs"],
+        meta["longer_than_max_len"],
         data_cfg.max_len,
         time.time() - start,
     )
     return folder
+
+
+def _build(data_cfg, tmp: Path, workers: int) -> dict:
+    """Scan, train the tokenizer and encode into ``tmp``; what ``meta.json`` records of it."""
+    start = time.time()
+    lines, sample_src, sample_tgt = _sample(data_cfg)
+    scanned = time.time()
+    tok = data_cfg.tokenizer
+    sampled = len(sample_src) * (2 if tok.joint else 1)
+    log.info("prepare: %d pairs; SentencePiece on a sample of %d sentences", lines, sampled)
+    settings = (tok.vocab_size, tok.model_type, tok.character_coverage, workers)
+    names = model_names(tok.joint)
+    if tok.joint:
+        train_sentencepiece(sample_src + sample_tgt, *settings, tmp / names[0])
+    else:
+        train_sentencepiece(sample_src, *settings, tmp / names[0])
+        train_sentencepiece(sample_tgt, *settings, tmp / names[1])
+    trained = time.time()
+    tokenizer = Tokenizer(tmp / names[0], tmp / names[-1])
+    kept, dropped = _encode_all(data_cfg, tmp, tokenizer, workers, lines)
+    if kept == 0:
+        raise UserError(
+            f"{data_cfg.train.src}: every pair is longer than data.max_len={data_cfg.max_len} pieces; "
+            "raise data.max_len"
+        )
+    return {
+        "pairs": kept,
+        "lines": lines,
+        "longer_than_max_len": dropped,
+        "dtype": id_dtype(max(tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)).name,
+        "vocab_size": {"src": tokenizer.src_vocab_size, "tgt": tokenizer.tgt_vocab_size},
+        "tokenizer": names,
+        "sample_sentences": sampled,
+        "seconds": {
+            "scan": round(scanned - start, 1),
+            "tokenizer": round(trained - scanned, 1),
+            "encode": round(time.time() - trained, 1),
+        },
+    }
 
 
 def copy_tokenizer(tokenizer: Tokenizer, folder: Path) -> None:
