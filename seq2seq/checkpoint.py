@@ -12,9 +12,11 @@ loads with ``weights_only=True``:
     progress    the trainer's ``Progress`` as a dict
     rng         one random state per training process, in rank order: {"torch": ..., "cuda": ...}
     data        {"key": the prepared corpus it trained on (``seq2seq/data/prepare.py``), "pairs": N}
+    averaged    the checkpoints whose mean it holds (``average_checkpoints``; no training state then)
 
 ``Checkpointer`` writes and reads a run directory's training checkpoints;
-``load_model`` rebuilds a model from any checkpoint for evaluation and translation.
+``load_model`` rebuilds a model from any checkpoint for evaluation and translation,
+``load_models`` an ensemble of several.
 """
 
 from __future__ import annotations
@@ -159,6 +161,54 @@ def load_model(path: str | Path, device="cpu"):
             f"{path}: weights do not fit the model in its config ({str(e).splitlines()[0]})"
         ) from None
     return model.to(device).eval(), tokenizer, ckpt["config"]
+
+
+def load_models(paths: list[str | Path], device="cpu"):
+    """Rebuild one checkpoint's model, or an ``Ensemble`` of several that share a tokenizer.
+    Returns (model in eval mode, tokenizer, config dict of the first checkpoint)."""
+    loaded = [load_model(path, device) for path in paths]
+    model, tokenizer, config = loaded[0]
+    if len(loaded) == 1:
+        return model, tokenizer, config
+    first = [file_sha256(tokenizer.src_path), file_sha256(tokenizer.tgt_path)]
+    for path, (_, other, _) in zip(paths[1:], loaded[1:], strict=True):
+        if [file_sha256(other.src_path), file_sha256(other.tgt_path)] != first:
+            raise UserError(
+                f"{path} and {paths[0]} were trained with different tokenizers; "
+                "an ensemble needs models of one tokenizer"
+            )
+    return models.Ensemble([m for m, _, _ in loaded]).eval(), tokenizer, config
+
+
+def average_checkpoints(paths: list[Path]) -> dict:
+    """A checkpoint whose weights are the mean of the checkpoints ``paths`` (of one model
+    and tokenizer), with the first one's config and tokenizer reference: it evaluates,
+    translates and exports like any other, but holds no training state to resume."""
+    first = load_checkpoint(paths[0])
+    total = {k: v.double() if v.is_floating_point() else v for k, v in first["model"].items()}
+    for path in paths[1:]:
+        ckpt = load_checkpoint(path)
+        if ckpt["config"]["model"] != first["config"]["model"] or ckpt["model"].keys() != total.keys():
+            raise UserError(f"{path} and {paths[0]} are different models (model.* settings differ)")
+        if ckpt["tokenizer"]["sha256"] != first["tokenizer"]["sha256"]:
+            raise UserError(f"{path} and {paths[0]} were trained with different tokenizers")
+        for k, v in ckpt["model"].items():
+            if v.is_floating_point():
+                total[k] += v.double()
+            elif not torch.equal(v, total[k]):
+                raise UserError(f"{path} and {paths[0]}: {k} differs and cannot be averaged")
+    weights = {
+        k: (v / len(paths)).to(first["model"][k].dtype) if v.is_floating_point() else v
+        for k, v in total.items()
+    }
+    return {
+        "format": FORMAT,
+        "version": __version__,
+        "model": weights,
+        "config": first["config"],
+        "tokenizer": first["tokenizer"],
+        "averaged": [str(p) for p in paths],
+    }
 
 
 @dataclass

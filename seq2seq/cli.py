@@ -50,14 +50,23 @@ def open_output(path: str, key: str):
         raise UserError(f"{key}={path}: cannot be written ({e.strerror})") from None
 
 
+def checkpoint_paths(value: str) -> list[str]:
+    """The checkpoints of ``checkpoint=a.pt,b.pt`` (one, or the members of an ensemble)."""
+    paths = [p.strip() for p in str(value).split(",")]
+    if not all(paths):
+        raise UserError(f"checkpoint={value}: an empty name in the list; give PATH or PATH,PATH,...")
+    return paths
+
+
 def make_translator(cfg):
-    """Load ``cfg.checkpoint`` and wrap it in a ``Translator`` with ``cfg.decoding``."""
-    from seq2seq.checkpoint import load_model
+    """Load ``cfg.checkpoint`` (one checkpoint, or several as an ensemble) and wrap it
+    in a ``Translator`` with ``cfg.decoding``."""
+    from seq2seq.checkpoint import load_models
     from seq2seq.device import pick_device, pick_precision, set_threads
     from seq2seq.translator import Translator
 
     set_threads(cfg.num_threads)
     device = pick_device(cfg.device, "device")
     precision = pick_precision(cfg.precision, device, "precision")
-    model, tokenizer, train_cfg = load_model(cfg.checkpoint, device)
+    model, tokenizer, train_cfg = load_models(checkpoint_paths(cfg.checkpoint), device)
     return Translator(model, tokenizer, cfg.decoding, device, precision), train_cfg

@@ -253,7 +253,9 @@ class TrainConfig:
 class DecodeConfig:
     """What evaluate and translate share."""
 
-    checkpoint: str = setting("???", "the checkpoint to decode with (RUN/checkpoints/best.pt)")
+    checkpoint: str = setting(
+        "???", "the checkpoint to decode with (RUN/checkpoints/best.pt); several, a,b,...: an ensemble"
+    )
     device: str = device_setting()
     precision: str = precision_setting()
     num_threads: int = threads_setting()
@@ -275,7 +277,22 @@ class TranslateConfig(DecodeConfig):
     attention_dir: str | None = setting(None, "save one attention heatmap (PNG) per sentence here")
 
 
-SCHEMAS = {"train": TrainConfig, "evaluate": EvaluateConfig, "translate": TranslateConfig}
+@dataclass
+class AverageConfig:
+    checkpoints: str | None = setting(None, "a run's checkpoints folder (RUN/checkpoints), with last=N")
+    last: int = setting(0, "average the newest N step_<N>.pt of checkpoints= (trainer.keep_last)", AT_LEAST_0)
+    inputs: str | None = setting(None, "or the checkpoints to average, a.pt,b.pt,...")
+    output: str | None = setting(
+        None, "the averaged checkpoint (default: average_last<N>.pt, or average.pt, beside the inputs)"
+    )
+
+
+SCHEMAS = {
+    "train": TrainConfig,
+    "evaluate": EvaluateConfig,
+    "translate": TranslateConfig,
+    "average": AverageConfig,
+}
 
 
 def _register_schemas() -> None:
@@ -388,7 +405,8 @@ def check(cfg: DictConfig, command: str = "train") -> DictConfig:
     except OmegaConfBaseException as e:
         raise UserError(composition_error(e, command)) from None
     _check_ranges(typed, schema, command)
-    check_decoding(typed.decoding)
+    if "decoding" in typed:
+        check_decoding(typed.decoding)
     if command == "train":
         _check_train(typed)
     return typed
@@ -427,12 +445,24 @@ def compose(command: str, overrides: list[str], checked: bool = True) -> DictCon
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
 
+    overrides = [quote_list(o) for o in overrides]
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             cfg = hydra_compose(config_name=command, overrides=overrides)
     except (HydraException, OmegaConfBaseException) as e:
         raise UserError(composition_error(e, command)) from None
     return check(cfg, command) if checked else cfg
+
+
+LIST_KEYS = ("checkpoint", "inputs")  # comma-separated file names, not Hydra sweeps
+
+
+def quote_list(override: str) -> str:
+    """``checkpoint=a.pt,b.pt`` as the string Hydra would otherwise read as a sweep."""
+    key, sep, value = override.partition("=")
+    if sep and key in LIST_KEYS and "," in value and value[:1] not in "'\"[" and "'" not in value:
+        return f"{key}='{value}'"
+    return override
 
 
 def composition_error(e: Exception, command: str) -> str:
@@ -455,6 +485,7 @@ def help_text(command: str, cfg: DictConfig | None = None) -> str:
         "train": "python -m seq2seq.train +model=NAME [key=value ...]",
         "evaluate": "python -m seq2seq.evaluate checkpoint=PATH [key=value ...]",
         "translate": "python -m seq2seq.translate checkpoint=PATH [key=value ...]",
+        "average": "python -m seq2seq.average checkpoints=RUN/checkpoints last=N | inputs=a,b [output=PATH]",
     }[command]
     lines = [usage, ""]
     if command == "train":

@@ -1,4 +1,5 @@
-"""``python -m seq2seq.evaluate checkpoint=PATH``: sacreBLEU scores of a checkpoint.
+"""``python -m seq2seq.evaluate checkpoint=PATH``: sacreBLEU scores of a checkpoint (or of an
+ensemble, ``checkpoint=a.pt,b.pt``).
 
 Translates the test split the model was trained with (or ``src=FILE
 ref=FILE``), prints BLEU and chrF with their signatures, and writes the
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from sacrebleu.metrics import BLEU, CHRF
 
-from seq2seq.cli import make_translator, run
+from seq2seq.cli import checkpoint_paths, make_translator, run
 from seq2seq.data.corpus import read_lines
 from seq2seq.errors import UserError
 
@@ -57,9 +58,10 @@ def evaluate(cfg) -> dict:
         decoding=dict(cfg.decoding),
         seconds=round(seconds, 1),
     )
-    out_dir = Path(cfg.output) if cfg.output else Path(cfg.checkpoint).parent
+    checkpoints = [Path(p) for p in checkpoint_paths(cfg.checkpoint)]  # an ensemble: several
+    out_dir = Path(cfg.output) if cfg.output else checkpoints[0].parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{Path(cfg.checkpoint).stem}.{Path(src_path).name.removesuffix('.gz')}"
+    stem = f"{'+'.join(p.stem for p in checkpoints)}.{Path(src_path).name.removesuffix('.gz')}"
     (out_dir / f"{stem}.hyp").write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
     (out_dir / f"{stem}.metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"BLEU = {metrics['bleu']:.2f}  {metrics['bleu_signature']}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from seq2seq.errors import UserError
 from seq2seq.models.base import EncoderDecoder, map_state
+from seq2seq.models.ensemble import Ensemble
 from seq2seq.models.recurrent import RecurrentEncoderDecoder
 from seq2seq.models.transformer import Transformer
 
@@ -29,4 +30,4 @@ def build_model(model_cfg, src_vocab_size: int, tgt_vocab_size: int, shared_voca
     return model
 
 
-__all__ = ["EncoderDecoder", "RecurrentEncoderDecoder", "Transformer", "build_model", "map_state"]
+__all__ = ["EncoderDecoder", "Ensemble", "RecurrentEncoderDecoder", "Transformer", "build_model", "map_state"]

@@ -1,0 +1,80 @@
+"""``python -m seq2seq.average checkpoints=RUN/checkpoints last=N``: average checkpoints.
+
+The mean of the weights of the N newest ``step_<N>.pt`` of a run (kept by
+``trainer.keep_last``), or of ``inputs=a.pt,b.pt,...``, written atomically as one
+checkpoint that ``evaluate`` and ``translate`` take like any other. The inputs must be
+one model with one tokenizer. The result keeps the run's tokenizer reference, so it
+belongs in a run directory's ``checkpoints/`` folder, beside the tokenizer it names.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from seq2seq.cli import check_output_file, run
+from seq2seq.errors import UserError
+
+log = logging.getLogger("seq2seq.average")
+
+
+def step_checkpoints(folder: Path, last: int) -> list[Path]:
+    """The ``last`` newest ``step_<N>.pt`` of ``folder``, oldest first."""
+    if not folder.is_dir():
+        raise UserError(f"checkpoints={folder}: no such folder; give RUN_DIR/checkpoints")
+    steps = sorted(
+        (int(m.group(1)), p)
+        for p in folder.glob("step_*.pt")
+        if (m := re.fullmatch(r"step_(\d+)\.pt", p.name))
+    )
+    if len(steps) < last:
+        raise UserError(
+            f"checkpoints={folder}: {len(steps)} step_<N>.pt checkpoints, fewer than last={last}; "
+            "train with trainer.keep_last >= N, or average fewer"
+        )
+    return [p for _, p in steps[-last:]]
+
+
+def choose(cfg) -> tuple[list[Path], Path]:
+    """The checkpoints to average and the output path, from the command's settings."""
+    if (cfg.checkpoints is None) == (cfg.inputs is None):
+        raise UserError("give checkpoints=RUN/checkpoints with last=N, or inputs=a.pt,b.pt (one of the two)")
+    if cfg.checkpoints is not None:
+        if cfg.last < 1:
+            raise UserError("last=N: how many of the newest step checkpoints to average (at least 1)")
+        paths = step_checkpoints(Path(cfg.checkpoints), cfg.last)
+        default = Path(cfg.checkpoints) / f"average_last{cfg.last}.pt"
+    else:
+        paths = [Path(p.strip()) for p in str(cfg.inputs).split(",")]
+        if cfg.last:
+            raise UserError("last= goes with checkpoints=; inputs= names the checkpoints itself")
+        default = paths[0].parent / "average.pt"
+    output = Path(cfg.output) if cfg.output else default
+    if output.resolve() in {p.resolve() for p in paths} or output.name == "last.pt":
+        raise UserError(f"output={output}: would overwrite a checkpoint of the run; give another name")
+    if output.parent.resolve() != paths[0].parent.resolve():
+        raise UserError(
+            f"output={output}: put it beside its inputs, in {paths[0].parent}, where the tokenizer "
+            "they name is found"
+        )
+    check_output_file(str(output), "output")
+    return paths, output
+
+
+def average(cfg) -> Path:
+    from seq2seq.checkpoint import average_checkpoints, load_model, save_checkpoint
+
+    paths, output = choose(cfg)
+    save_checkpoint(average_checkpoints(paths), output)
+    load_model(output)  # it loads as evaluate and translate will load it
+    print(f"{output}: the mean of {len(paths)} checkpoints: {', '.join(p.name for p in paths)}")
+    return output
+
+
+def main() -> None:
+    run("average", average)
+
+
+if __name__ == "__main__":
+    main()
