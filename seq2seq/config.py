@@ -182,7 +182,9 @@ class TrainerConfig:
     save_every: int = setting(
         100, "steps between checkpoints without validation (0: only at validations)", AT_LEAST_0
     )
-    keep_last: int = setting(0, "also keep the newest N step_<N>.pt checkpoints (0: none)", AT_LEAST_0)
+    keep_last: int = setting(
+        3, "also keep the newest N step_<N>.pt checkpoints, to average (0: none)", AT_LEAST_0
+    )
     max_bad_steps: int = setting(10, "stop after this many non-finite losses in a row", AT_LEAST_1)
     patience: int = setting(
         6, "stop after this many validations without a better BLEU (0: never)", AT_LEAST_0
