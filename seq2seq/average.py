@@ -13,7 +13,7 @@ import logging
 import re
 from pathlib import Path
 
-from seq2seq.cli import check_output_file, run
+from seq2seq.cli import check_output_file, checkpoint_paths, run
 from seq2seq.errors import UserError
 
 log = logging.getLogger("seq2seq.average")
@@ -46,7 +46,7 @@ def choose(cfg) -> tuple[list[Path], Path]:
         paths = step_checkpoints(Path(cfg.checkpoints), cfg.last)
         default = Path(cfg.checkpoints) / f"average_last{cfg.last}.pt"
     else:
-        paths = [Path(p.strip()) for p in str(cfg.inputs).split(",")]
+        paths = [Path(p) for p in checkpoint_paths(cfg.inputs, "inputs")]
         if cfg.last:
             raise UserError("last= goes with checkpoints=; inputs= names the checkpoints itself")
         default = paths[0].parent / "average.pt"

@@ -50,11 +50,11 @@ def open_output(path: str, key: str):
         raise UserError(f"{key}={path}: cannot be written ({e.strerror})") from None
 
 
-def checkpoint_paths(value: str) -> list[str]:
+def checkpoint_paths(value: str, key: str = "checkpoint") -> list[str]:
     """The checkpoints of ``checkpoint=a.pt,b.pt`` (one, or the members of an ensemble)."""
     paths = [p.strip() for p in str(value).split(",")]
     if not all(paths):
-        raise UserError(f"checkpoint={value}: an empty name in the list; give PATH or PATH,PATH,...")
+        raise UserError(f"{key}={value}: an empty name in the list; give PATH or PATH,PATH,...")
     return paths
 
 

@@ -179,10 +179,8 @@ def test_file_digests_are_remembered_until_the_file_changes(tmp_path, monkeypatc
     tgt.write_text("one\ntwo\n")
     cfg = data_config(src, tgt, tmp_path / "cache")
     reads = []
-    real = prepare_module.hashlib.file_digest
-    monkeypatch.setattr(
-        prepare_module.hashlib, "file_digest", lambda f, d: reads.append(f.name) or real(f, d)
-    )
+    real = prepare_module.file_sha256
+    monkeypatch.setattr(prepare_module, "file_sha256", lambda path: reads.append(str(path)) or real(path))
     key = corpus_key(cfg)[0]
     assert len(reads) == 2 and corpus_key(cfg)[0] == key and len(reads) == 2  # the second call read nothing
     assert len(list((tmp_path / "cache" / "digests").iterdir())) == 2

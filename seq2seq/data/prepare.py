@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from seq2seq.data.indexed import FORMAT, IndexedPairs, IndexedWriter, id_dtype
-from seq2seq.data.tokenizer import Tokenizer, model_names, train_sentencepiece
+from seq2seq.data.tokenizer import Tokenizer, file_sha256, model_names, train_sentencepiece
 from seq2seq.errors import UserError
 from seq2seq.signals import ignore_ctrl_c
 from seq2seq.special import EOS_ID
@@ -216,8 +216,7 @@ def file_digest(path: Path, memo_dir: Path | None = None) -> str:
                 return known["sha256"]
         except (OSError, ValueError, KeyError, AttributeError):
             pass  # not remembered yet, or unreadable: hash again
-    with open(path, "rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    digest = file_sha256(path)
     if memo is not None:
         try:
             memo_dir.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes, read in blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
