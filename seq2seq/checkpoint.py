@@ -38,6 +38,7 @@ from seq2seq.errors import UserError
 log = logging.getLogger(__name__)
 
 FORMAT = 2  # bumped when the layout changes; _upgrade reads the older ones
+EXPORT_META = "seq2seq.json"  # what marks a folder as a CTranslate2 export (seq2seq/ctranslate2_engine.py)
 
 
 def save_checkpoint(payload: dict, path: Path) -> None:
@@ -93,6 +94,8 @@ def load_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint with ``weights_only=True``: tensors and plain data only,
     so a file that carries pickled code is refused and nothing is executed."""
     path = Path(path)
+    if (path / EXPORT_META).is_file():
+        raise UserError(f"{path}: is a CTranslate2 export; it runs with engine=ctranslate2 (or engine=auto)")
     if path.is_dir():
         inside = path / "checkpoints" / "best.pt"
         hint = f"checkpoint={inside}" if inside.is_file() else "checkpoint=RUN_DIR/checkpoints/best.pt"
@@ -128,18 +131,18 @@ def tokenizer_reference(tokenizer: Tokenizer, run_dir: Path) -> dict:
 
 def load_tokenizer(ckpt: dict, path: Path) -> Tokenizer:
     """Find the tokenizer a checkpoint refers to (in its run directory) and check its hash."""
-    ref = ckpt["tokenizer"]
-    run_dir = path.resolve().parent.parent
-    files = {role: run_dir / f for role, f in ref["files"].items()}
+    return referenced_tokenizer(ckpt["tokenizer"], path.resolve().parent.parent, path)
+
+
+def referenced_tokenizer(ref: dict, base: Path, owner: Path) -> Tokenizer:
+    """The tokenizer of a ``tokenizer_reference`` whose files are relative to ``base``,
+    checked against its hashes; errors name ``owner`` (a checkpoint, an export)."""
+    files = {role: base / f for role, f in ref["files"].items()}
     for role, f in files.items():
         if not f.is_file():
-            raise UserError(
-                f"{f}: tokenizer of checkpoint {path} is missing; restore the run directory's tokenizer/"
-            )
+            raise UserError(f"{f}: tokenizer of {owner} is missing; restore its tokenizer/ folder")
         if file_sha256(f) != ref["sha256"][role]:
-            raise UserError(
-                f"{f}: this is not the tokenizer checkpoint {path} was trained with (hash differs)"
-            )
+            raise UserError(f"{f}: this is not the tokenizer {owner} was made with (hash differs)")
     return Tokenizer(files["src"], files["tgt"])
 
 

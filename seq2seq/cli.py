@@ -59,8 +59,24 @@ def checkpoint_paths(value: str, key: str = "checkpoint") -> list[str]:
 
 
 def make_translator(cfg):
-    """Load ``cfg.checkpoint`` (one checkpoint, or several as an ensemble) and wrap it
-    in a ``Translator`` with ``cfg.decoding``."""
+    """Load ``cfg.checkpoint`` (one checkpoint, several as an ensemble, or a CTranslate2
+    export) and wrap it in a translator for ``cfg.decoding`` on ``cfg.engine``.
+    Returns (translator, the training config)."""
+    from seq2seq.ctranslate2_engine import is_export
+
+    paths = checkpoint_paths(cfg.checkpoint)
+    engine = cfg.engine
+    if engine == "auto":
+        engine = "ctranslate2" if len(paths) == 1 and is_export(paths[0]) else "torch"
+    if engine == "ctranslate2":
+        if len(paths) > 1:
+            raise UserError(
+                f"checkpoint={cfg.checkpoint}: CTranslate2 decodes one model; an ensemble runs on engine=torch"
+            )
+        from seq2seq.ctranslate2_engine import make_engine
+
+        return make_engine(paths[0], cfg.decoding, cfg.device, cfg.precision, cfg.num_threads)
+
     from seq2seq.checkpoint import load_models
     from seq2seq.device import pick_device, pick_precision, set_threads
     from seq2seq.translator import Translator
@@ -68,5 +84,5 @@ def make_translator(cfg):
     set_threads(cfg.num_threads)
     device = pick_device(cfg.device, "device")
     precision = pick_precision(cfg.precision, device, "precision")
-    model, tokenizer, train_cfg = load_models(checkpoint_paths(cfg.checkpoint), device)
+    model, tokenizer, train_cfg = load_models(paths, device)
     return Translator(model, tokenizer, cfg.decoding, device, precision), train_cfg

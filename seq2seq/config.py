@@ -105,10 +105,10 @@ def device_setting():
     return setting("auto", "auto: CUDA when present, else the CPU", allowed)
 
 
-def precision_setting():
+def precision_setting(extra: str = ""):
     return setting(
         "auto",
-        "auto: bf16 autocast on CUDA, fp32 on CPU (seq2seq/device.py)",
+        "auto: bf16 autocast on CUDA, fp32 on CPU (seq2seq/device.py)" + extra,
         Allowed(choices=("auto", "fp32", "bf16", "fp16")),
     )
 
@@ -207,7 +207,7 @@ class TrainerConfig:
 # a key set away from its default for a search that does not read it is an error.
 SEARCH_KEYS = {
     "greedy": {"beam_size"},
-    "beam": {"beam_size", "nbest", "alpha", "no_repeat_ngram_size"},
+    "beam": {"beam_size", "nbest", "alpha", "length_penalty", "patience", "no_repeat_ngram_size"},
     "sampling": {"sampling", "temperature", "top_k", "top_p", "seed"},
 }
 EVERY_SEARCH = {"sampling", "max_len_a", "max_len_b", "max_tokens", "batch_size"}
@@ -217,7 +217,20 @@ EVERY_SEARCH = {"sampling", "max_len_a", "max_len_b", "max_tokens", "batch_size"
 class DecodingConfig:
     beam_size: int = setting(1, "1: greedy search; more: beam search with this many beams", AT_LEAST_1)
     nbest: int = setting(1, "hypotheses kept per sentence (beam search; at most beam_size)", AT_LEAST_1)
-    alpha: float = setting(1.0, "GNMT length penalty of beam search (0: none)", AT_LEAST_0)
+    alpha: float = setting(
+        1.0, "length-penalty exponent of beam search (0: rank by log-probability)", AT_LEAST_0
+    )
+    length_penalty: str = setting(
+        "power",
+        "gnmt: ((5 + length) / 6) ** alpha; power: length ** alpha, as CTranslate2 ranks (EOS counted)",
+        Allowed(choices=("gnmt", "power")),
+    )
+    patience: float = setting(
+        2.0,
+        "beam search stops a sentence once round(beam_size * patience) hypotheses finished "
+        "(0: only when no live beam can still win)",
+        AT_LEAST_0,
+    )
     max_len_a: float = setting(1.5, "an output stops after ceil(a * source length + b) tokens", AT_LEAST_0)
     max_len_b: int = setting(10, "see max_len_a", AT_LEAST_0)
     no_repeat_ngram_size: int = setting(
@@ -258,8 +271,13 @@ class DecodeConfig:
     checkpoint: str = setting(
         "???", "the checkpoint to decode with (RUN/checkpoints/best.pt); several, a,b,...: an ensemble"
     )
+    engine: str = setting(
+        "auto",
+        "torch, or ctranslate2 (an export, or a .pt converted at start-up); auto: by the checkpoint",
+        Allowed(choices=("auto", "torch", "ctranslate2")),
+    )
     device: str = device_setting()
-    precision: str = precision_setting()
+    precision: str = precision_setting("; with ctranslate2, the export's quantization")
     num_threads: int = threads_setting()
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
 
@@ -279,6 +297,20 @@ class TranslateConfig(DecodeConfig):
     attention_dir: str | None = setting(None, "save one attention heatmap (PNG) per sentence here")
 
 
+QUANTIZATIONS = ("float32", "int8", "int8_float32", "int16")  # CTranslate2 weight types of an export
+
+
+@dataclass
+class ExportConfig:
+    checkpoint: str = setting("???", "the Transformer checkpoint to export (RUN/checkpoints/best.pt)")
+    output: str = setting("???", "the folder to write (an earlier export there is replaced)")
+    quantization: str = setting(
+        "float32",
+        "weights as float32, int8, int8_float32 (int8 weights, float32 compute on GPU) or int16",
+        Allowed(choices=QUANTIZATIONS),
+    )
+
+
 @dataclass
 class AverageConfig:
     checkpoints: str | None = setting(None, "a run's checkpoints folder (RUN/checkpoints), with last=N")
@@ -294,6 +326,7 @@ SCHEMAS = {
     "evaluate": EvaluateConfig,
     "translate": TranslateConfig,
     "average": AverageConfig,
+    "export": ExportConfig,
 }
 
 
@@ -368,6 +401,12 @@ def check_decoding(decoding, key: str = "decoding") -> None:
             )
     if search == "beam" and decoding.nbest > decoding.beam_size:
         raise UserError(f"{key}.nbest={decoding.nbest}: must be at most {key}.beam_size={decoding.beam_size}")
+    enough = math.floor(decoding.beam_size * decoding.patience + 0.5)
+    if search == "beam" and decoding.patience > 0 and decoding.nbest > enough:
+        raise UserError(
+            f"{key}.nbest={decoding.nbest}: must be at most round(beam_size * patience) = {enough}, the "
+            f"hypotheses a sentence finishes with; raise {key}.patience or set it to 0"
+        )
 
 
 def _check_train(cfg: DictConfig) -> None:
@@ -488,6 +527,7 @@ def help_text(command: str, cfg: DictConfig | None = None) -> str:
         "evaluate": "python -m seq2seq.evaluate checkpoint=PATH [key=value ...]",
         "translate": "python -m seq2seq.translate checkpoint=PATH [key=value ...]",
         "average": "python -m seq2seq.average checkpoints=RUN/checkpoints last=N | inputs=a,b [output=PATH]",
+        "export": "python -m seq2seq.export checkpoint=PATH output=DIR [quantization=TYPE]",
     }[command]
     lines = [usage, ""]
     if command == "train":

@@ -57,13 +57,15 @@ def translate(cfg) -> None:
     check_output_file(cfg.nbest_output, "nbest_output", {"input": cfg.input, "output": cfg.output})
     if cfg.input and not Path(cfg.input).is_file():
         raise UserError(f"input={cfg.input}: no such file")
+    translator, _ = make_translator(cfg)
     attention_dir = Path(cfg.attention_dir) if cfg.attention_dir else None
     if attention_dir:
+        if translator.model is None:
+            raise UserError("attention_dir=: CTranslate2 draws no attention heatmaps; use engine=torch")
         try:
             attention_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"attention_dir={attention_dir}: cannot be created ({e.strerror})") from None
-    translator, _ = make_translator(cfg)
     chunks = file_chunks(cfg.input) if cfg.input else stdin_chunks()
     out = open_output(cfg.output, "output") if cfg.output else sys.stdout
     nbest = open_output(cfg.nbest_output, "nbest_output") if cfg.nbest_output else None

@@ -27,6 +27,7 @@ class Translator:
 
     def __init__(self, model, tokenizer: Tokenizer, decoding, device, precision: str = "fp32"):
         self.model, self.tokenizer, self.cfg = model, tokenizer, decoding
+        self.max_positions = model.max_positions if model is not None else None
         self.device, self.precision = torch.device(device), precision
         self.generator = torch.Generator(self.device)
         seed = decoding.get("seed")
@@ -41,7 +42,7 @@ class Translator:
         """Source ids, cut to the model's longest input; a warning names the line
         (``line_numbers[i]`` for sentence i, else i + 1) of every sentence cut."""
         ids = self.tokenizer.encode_src(sentences)
-        limit = self.model.max_positions
+        limit = self.max_positions
         if limit is not None:
             for i, row in enumerate(ids):
                 if len(row) > limit:
@@ -74,12 +75,16 @@ class Translator:
         ids = self.encode([sentences[i] for i in todo], [first_line + i for i in todo])
         lengths = [len(r) for r in ids]
         for batch_rows in self.batches(lengths):
-            batch = collate([ids[r] for r in batch_rows]).to(self.device)
-            with autocast(self.device, self.precision):
-                results = search(self.model, batch.src, batch.src_lengths, self.cfg, self.generator)
+            results = self.decode([ids[r] for r in batch_rows])
             for r, hyps in zip(batch_rows, results, strict=True):
                 out[todo[r]] = hyps
         return out
+
+    def decode(self, ids: list[list[int]]) -> list[list[Hypothesis]]:
+        """Hypotheses of one batch of source ids (each ending in EOS), best first."""
+        batch = collate(ids).to(self.device)
+        with autocast(self.device, self.precision):
+            return search(self.model, batch.src, batch.src_lengths, self.cfg, self.generator)
 
     def __call__(self, sentences: list[str]) -> list[str]:
         """Best translation of each sentence, detokenised."""

@@ -136,22 +136,37 @@ def test_nbest_order_and_scores_by_hand():
 
 
 @pytest.mark.parametrize(
-    "alpha, nbest, expected",
+    "kind, alpha, nbest, expected",
     [
-        (0.0, 1, [([A], math.log(0.3))]),
-        (1.0, 1, [([B, C, D], math.log(0.25) / (9 / 6))]),  # len 4 incl. EOS: (5 + 4) / 6
-        (1.0, 2, [([B, C, D], math.log(0.25) / (9 / 6)), ([A], math.log(0.3) / (7 / 6))]),
+        ("gnmt", 0.0, 1, [([A], math.log(0.3))]),
+        ("gnmt", 1.0, 1, [([B, C, D], math.log(0.25) / (9 / 6))]),  # len 4 incl. EOS: (5 + 4) / 6
+        ("gnmt", 1.0, 2, [([B, C, D], math.log(0.25) / (9 / 6)), ([A], math.log(0.3) / (7 / 6))]),
+        ("power", 1.0, 1, [([B, C, D], math.log(0.25) / 4)]),  # len 4 incl. EOS
+        ("power", 1.0, 2, [([B, C, D], math.log(0.25) / 4), ([A, C], math.log(0.18) / 3)]),
     ],
 )
-def test_length_penalty_changes_the_winner(alpha, nbest, expected):
+def test_length_penalty_changes_the_winner(kind, alpha, nbest, expected):
     # With alpha = 1 the search must keep [B, C] alive after [A] finished; a bound
     # using the current length's penalty (log 0.25 / (7/6) = -1.19 < -1.03) would stop.
     model = ScriptedModel(table_policy(SHORT_OR_LONG))
     src, lengths = batch([4])
-    (hyps,) = beam_search(model, src, lengths, beam_size=2, nbest=nbest, alpha=alpha)
+    (hyps,) = beam_search(model, src, lengths, beam_size=2, nbest=nbest, alpha=alpha, kind=kind, patience=0)
     assert [h.tokens for h in hyps] == [tokens for tokens, _ in expected]
     assert [h.score for h in hyps] == pytest.approx([score for _, score in expected], abs=1e-5)
     assert hyps[0].log_prob == pytest.approx(math.log(0.3 if alpha == 0 else 0.25), abs=1e-5)
+
+
+def test_patience_stops_after_enough_finished_hypotheses():
+    # Beam 2, power penalty: [A] finishes at step 2 and [A, C] at step 3, [B, C, D] only at
+    # step 4 although it scores best. Patience 0.5 stops after one finished hypothesis,
+    # patience 1 after two; patience 2 waits for [B, C, D].
+    model = ScriptedModel(table_policy(SHORT_OR_LONG))
+    src, lengths = batch([4])
+    for patience, winner in ((0.5, [A]), (1.0, [A, C]), (2.0, [B, C, D])):
+        (hyps,) = beam_search(model, src, lengths, beam_size=2, alpha=1.0, kind="power", patience=patience)
+        assert hyps[0].tokens == winner, patience
+    with pytest.raises(ValueError, match="patience"):
+        beam_search(model, src, lengths, beam_size=2, nbest=2, patience=0.5)
 
 
 def test_reorder_state_before_step_equals_after():
@@ -194,7 +209,7 @@ def test_hypotheses_are_consistent_with_the_model():
         for h in hyps:
             assert EOS_ID not in h.tokens and BOS_ID not in h.tokens
             assert h.log_prob == pytest.approx(sequence_log_prob(model, sentence, h.tokens), abs=1e-4)
-            assert h.score == pytest.approx(h.log_prob / length_penalty(len(h.tokens) + 1, 0.6), abs=1e-4)
+            assert h.score == pytest.approx(h.log_prob / length_penalty(len(h.tokens), 0.6), abs=1e-4)
 
 
 def test_batched_equals_one_at_a_time():
@@ -227,7 +242,7 @@ def test_beam_size_one_equals_greedy():
     # With a length penalty a width-1 beam may keep going after greedy's EOS, but
     # it only ever replaces greedy's hypothesis by a better-scoring one.
     for b, g in zip(beam_search(model, src, lengths, beam_size=1, alpha=1.0), greedy, strict=True):
-        assert b[0].score >= g[0].log_prob / length_penalty(len(g[0].tokens) + 1, 1.0) - 1e-5
+        assert b[0].score >= g[0].log_prob / length_penalty(len(g[0].tokens), 1.0) - 1e-5
 
 
 @pytest.mark.parametrize("width", [8000, 8013])  # split into blocks of 64; no even split

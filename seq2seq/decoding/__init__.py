@@ -36,6 +36,8 @@ def search(model, src, src_lengths, cfg, generator=None) -> list[list[Hypothesis
         cfg.beam_size,
         cfg.nbest,
         cfg.alpha,
+        cfg.length_penalty,
+        cfg.patience,
         no_repeat_ngram_size=cfg.no_repeat_ngram_size,
         **lengths,
     )

@@ -12,9 +12,11 @@ Scoring
     (log-softmax computed in float32), the final EOS included. Finished
     hypotheses are ranked by
 
-        score = log_prob / length_penalty(length, alpha),   length = len(tokens) + 1
+        score = log_prob / length_penalty(len(tokens), alpha, kind)
 
-    i.e. the length counts the EOS token; ``alpha = 0`` ranks by raw log-prob.
+    where, with L = len(tokens) + 1 (the EOS counted), ``kind`` is ``gnmt``,
+    ((5 + L) / 6) ** alpha, or ``power``, L ** alpha (CTranslate2's); ``alpha = 0``
+    ranks by raw log-prob.
 
 Finishing
     Each step takes the ``2K`` best candidates of a sentence. EOS candidates among
@@ -23,11 +25,14 @@ Finishing
     At a sentence's length limit only EOS is allowed, so every beam finishes.
 
 Stopping
-    A sentence is done when it reaches its length limit, or when it holds
-    ``nbest`` finished hypotheses and no live beam can beat the worst of them:
+    A sentence is done when it reaches its length limit, when ``patience > 0``
+    and round(K * patience) of its hypotheses have finished (the rule of
+    fairseq and CTranslate2 at patience 1: fast, but a longer hypothesis that
+    would have won under the length penalty may never be reached), or when it
+    holds ``nbest`` finished hypotheses and no live beam can beat the worst of them:
     a live beam's log-prob ``lp <= 0`` can only fall, so the best score it can
     still reach is ``lp / max(penalty)`` over the lengths it can still end at
-    (one more than its current length up to the limit; for ``alpha >= 0`` the
+    (one more token than it has, up to the limit; for ``alpha >= 0`` the
     largest penalty is the one at the limit). Ties count as "cannot beat".
     Done sentences leave the batch through ``reorder_state``.
 """
@@ -43,28 +48,35 @@ from seq2seq.models.base import EncoderDecoder
 from seq2seq.special import BOS_ID, EOS_ID
 
 
-def block_repeated_ngrams(log_probs: torch.Tensor, tokens: torch.Tensor, n: int) -> torch.Tensor:
+def patience_limit(beam_size: int, patience: float) -> int | float:
+    """Finished hypotheses after which a sentence stops: round(K * patience) (halves
+    up), or infinity for ``patience = 0`` (stop on the bound alone)."""
+    return math.floor(beam_size * patience + 0.5) if patience > 0 else math.inf
+
+
+def block_repeated_ngrams(scores: torch.Tensor, tokens: torch.Tensor, n: int) -> torch.Tensor:
     """Forbid tokens that would complete an n-gram already present in a row.
 
     Args:
-        log_probs: (R, V) next-token log-probabilities.
+        scores: (R, V) next-token scores (beam search passes the logits, so the
+            allowed tokens' probabilities are renormalised, as in CTranslate2).
         tokens: (R, t) tokens generated so far (without BOS).
         n: n-gram size (> 0).
     Returns:
-        (R, V) log-probabilities with the forbidden entries set to -inf.
+        (R, V) scores with the forbidden entries set to -inf.
     """
     num_rows, t = tokens.shape
     if t < n:  # no complete n-gram yet, nothing can repeat
-        return log_probs
+        return scores
     windows = tokens.unfold(1, n, 1)  # (R, t - n + 1, n) every n-gram so far
     last = tokens[:, t - n + 1 :]  # (R, n - 1) the prefix the next token extends
     match = (windows[:, :, :-1] == last[:, None, :]).all(dim=-1)  # (R, t - n + 1)
-    vocab_size = log_probs.size(-1)
+    vocab_size = scores.size(-1)
     # Non-matching n-grams point at a spare column so every write is True.
     banned_ids = torch.where(match, windows[:, :, -1], vocab_size)  # (R, t - n + 1)
-    banned = torch.zeros(num_rows, vocab_size + 1, dtype=torch.bool, device=log_probs.device)
+    banned = torch.zeros(num_rows, vocab_size + 1, dtype=torch.bool, device=scores.device)
     banned.scatter_(1, banned_ids, True)  # (R, V + 1)
-    return log_probs.masked_fill(banned[:, :vocab_size], -math.inf)
+    return scores.masked_fill(banned[:, :vocab_size], -math.inf)
 
 
 def force_eos(log_probs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -145,7 +157,7 @@ def first_non_eos(cand_scores, cand_beams, cand_tokens, k: int):
     return scores, cand_beams.gather(1, order), tokens
 
 
-def collect_finished(cands, tokens, alive, k: int, nbest: int, alpha: float, finished) -> set[int]:
+def collect_finished(cands, tokens, alive, k: int, nbest: int, penalty, finished) -> set[int]:
     """Move the EOS candidates among each sentence's top ``K`` into ``finished``.
 
     Args:
@@ -155,12 +167,13 @@ def collect_finished(cands, tokens, alive, k: int, nbest: int, alpha: float, fin
         finished: per original sentence, hypotheses best first; at most
             ``nbest`` are kept.
     Returns:
-        the original indices of the sentences that received a hypothesis.
+        the original index of the sentence of every new hypothesis (repeated when
+        a sentence received several).
     """
     cand_scores, cand_beams, cand_tokens = (c[:, :k] for c in cands)  # (b, K) each
     is_final = (cand_tokens == EOS_ID) & torch.isfinite(cand_scores)  # (b, K)
     if not bool(is_final.any()):
-        return set()
+        return []
     sent_idx, cand_idx = is_final.nonzero(as_tuple=True)  # (E,), (E,)
     width = tokens.size(0) // cand_scores.size(0)  # W beams per sentence
     rows = sent_idx * width + cand_beams[sent_idx, cand_idx]  # (E,)
@@ -169,10 +182,10 @@ def collect_finished(cands, tokens, alive, k: int, nbest: int, alpha: float, fin
     log_probs = cand_scores[sent_idx, cand_idx].tolist()
     for sent, seq, lp in zip(sentences, seqs, log_probs, strict=True):
         hyps = finished[sent]
-        hyps.append(Hypothesis(seq, lp / length_penalty(len(seq) + 1, alpha), lp))
+        hyps.append(Hypothesis(seq, lp / penalty(len(seq)), lp))
         hyps.sort(key=lambda h: -h.score)  # stable: on a tie the earlier one stays first
         del hyps[nbest:]
-    return set(sentences)
+    return sentences
 
 
 @torch.inference_mode()
@@ -183,6 +196,8 @@ def beam_search(
     beam_size: int,
     nbest: int = DEFAULTS.nbest,
     alpha: float = DEFAULTS.alpha,
+    kind: str = DEFAULTS.length_penalty,
+    patience: float = DEFAULTS.patience,
     max_len_a: float = DEFAULTS.max_len_a,
     max_len_b: int = DEFAULTS.max_len_b,
     no_repeat_ngram_size: int = DEFAULTS.no_repeat_ngram_size,
@@ -194,7 +209,9 @@ def beam_search(
         src: (B, S) source ids; src_lengths: (B,).
         beam_size: K, live hypotheses per sentence.
         nbest: hypotheses returned per sentence (1 <= nbest <= K).
-        alpha: GNMT length-penalty exponent; 0 ranks by plain log-prob.
+        alpha: length-penalty exponent; 0 ranks by plain log-prob.
+        kind: the length penalty, ``gnmt`` or ``power`` (``common.length_penalty``).
+        patience: 0, or stop a sentence once round(K * patience) hypotheses finished.
         max_len_a, max_len_b: at most ``ceil(a * src_len + b)`` tokens, EOS counted.
         no_repeat_ngram_size: if n > 0, no hypothesis repeats an n-gram.
     Returns:
@@ -203,9 +220,16 @@ def beam_search(
     """
     if not 1 <= nbest <= beam_size:
         raise ValueError(f"need 1 <= nbest <= beam_size, got nbest={nbest}, beam_size={beam_size}")
+    enough = patience_limit(beam_size, patience)
+    if nbest > enough:
+        raise ValueError(f"need nbest <= round(beam_size * patience) = {enough}, got nbest={nbest}")
     device, batch_size, k = src.device, src.size(0), beam_size
     limits = max_output_lengths(src_lengths, max_len_a, max_len_b, model.max_positions).cpu()  # (B,)
-    max_penalty = length_penalty(limits, alpha)  # (B,) float64, penalty at the length limit
+
+    def penalty(n):
+        return length_penalty(n, alpha, kind)
+
+    max_penalty = penalty(limits - 1)  # (B,) float64, penalty at the length limit (EOS last)
 
     # The first step runs one row per sentence (all its beams would start alike);
     # its best K continuations become the K beams. W below is the beams per sentence.
@@ -216,28 +240,31 @@ def beam_search(
     prev = torch.full((batch_size,), BOS_ID, dtype=torch.long, device=device)  # (b * W,)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
     threshold = torch.full((batch_size,), -math.inf, dtype=torch.float64)  # (B,) nbest-th score
+    count = torch.zeros(batch_size, dtype=torch.long)  # (B,) hypotheses finished so far
 
     for t in range(int(limits.max())):
         width = scores.size(1)  # W
         logits, state = model.step(prev, state)  # (b * W, V)
-        log_probs = torch.log_softmax(logits.float(), dim=-1)  # (b * W, V)
-        if no_repeat_ngram_size > 0:
-            log_probs = block_repeated_ngrams(log_probs, tokens, no_repeat_ngram_size)
+        logits = logits.float()
+        if no_repeat_ngram_size > 0:  # banned before the softmax: the rest share the mass
+            logits = block_repeated_ngrams(logits, tokens, no_repeat_ngram_size)
+        log_probs = torch.log_softmax(logits, dim=-1)  # (b * W, V)
         at_limit = (t + 1) >= limits[alive]  # (b,) this token must be EOS
         if at_limit.any():
             log_probs = force_eos(log_probs, at_limit.to(device).repeat_interleave(width))
 
         cands = top_candidates(scores, log_probs, 2 * k)  # 3 x (b, 2K)
-        new_events = collect_finished(cands, tokens, alive, k, nbest, alpha, finished)
-        for sent in new_events:
+        new_events = collect_finished(cands, tokens, alive, k, nbest, penalty, finished)
+        count += torch.bincount(torch.tensor(new_events, dtype=torch.long), minlength=batch_size)
+        for sent in set(new_events):
             if len(finished[sent]) == nbest:
                 threshold[sent] = finished[sent][-1].score
         scores, beams, next_tokens = first_non_eos(*cands, k)  # (b, K) each
 
         # Best score any live beam can still reach (see the module docstring).
-        penalty = max_penalty[alive].clamp(min=length_penalty(t + 2, alpha))  # (b,) largest reachable
-        bound = scores.max(dim=-1).values.cpu().double() / penalty  # (b,)
-        done = at_limit | (bound <= threshold[alive])  # (b,)
+        reachable = max_penalty[alive].clamp(min=penalty(t + 1))  # (b,) largest reachable
+        bound = scores.max(dim=-1).values.cpu().double() / reachable  # (b,)
+        done = at_limit | (bound <= threshold[alive]) | (count[alive] >= enough)  # (b,)
         keep = (~done).nonzero().squeeze(1)  # (b',) CPU
         if keep.numel() == 0:
             break

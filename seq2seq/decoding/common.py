@@ -41,10 +41,20 @@ def max_output_lengths(src_lengths: torch.Tensor, a: float, b: int, cap: int | N
     return limits.clamp(min=1)
 
 
-def length_penalty(length: torch.Tensor | int, alpha: float):
-    """GNMT length penalty ((5 + length) / 6) ** alpha (Wu et al., 2016)."""
-    if isinstance(length, torch.Tensor):
-        return ((5.0 + length.double()) / 6.0) ** alpha
+def length_penalty(tokens: torch.Tensor | int, alpha: float, kind: str = DEFAULTS.length_penalty):
+    """What beam search divides a hypothesis's log-probability by.
+
+    Args:
+        tokens: the hypothesis's length in tokens, EOS not counted (int or tensor).
+        alpha: the exponent; 0 gives 1 (rank by plain log-probability).
+        kind: with the EOS counted, L = tokens + 1: ``gnmt``: ((5 + L) / 6) ** alpha
+            (Wu et al., 2016); ``power``: L ** alpha, as CTranslate2 and OpenNMT rank.
+    Returns:
+        a float, or a float64 tensor of ``tokens``' shape.
+    """
+    length = (tokens.double() if isinstance(tokens, torch.Tensor) else float(tokens)) + 1.0
+    if kind == "power":
+        return length**alpha
     return ((5.0 + length) / 6.0) ** alpha
 
 

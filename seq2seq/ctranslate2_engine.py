@@ -1,0 +1,252 @@
+"""CTranslate2 as a second decoding engine: the export folder and its translator.
+
+An export (``python -m seq2seq.export``) is a folder that CTranslate2 loads as it
+is, plus what seq2seq needs beside it:
+
+    model.bin, config.json, shared_vocabulary.json   CTranslate2's model (or
+                                                     source_/target_vocabulary.json)
+    tokenizer/spm.model                              the SentencePiece model(s) (or src.model, tgt.model)
+    seq2seq.json                                     format, quantization, the tokenizer's
+                                                     reference and hashes, the training config
+
+``CTranslate2Translator`` decodes with it behind ``Translator``'s interface, so
+``translate`` and ``evaluate`` take every ``decoding.*`` key they take with
+``engine=torch``. Each key maps to a ``translate_batch`` option:
+
+    beam_size, nbest       beam_size, num_hypotheses
+    alpha, patience        length_penalty (power: length ** alpha, EOS counted), patience
+    no_repeat_ngram_size   no_repeat_ngram_size
+    max_len_a, max_len_b   max_decoding_length: one limit per batch, the largest of its sentences'
+    sampling, temperature, top_k, top_p, seed
+                           sampling_temperature, sampling_topk, sampling_topp, set_random_seed
+    max_tokens, batch_size the batches seq2seq forms (sorted by length) and passes one at a time
+
+What CTranslate2 does not do is refused with one line (``check_options``): the
+GNMT length penalty, searching to the end (``patience=0``) with a length
+penalty, or ``patience`` with ``alpha=0`` (CTranslate2 then stops once its best
+hypothesis is finished, which ``patience=0`` does here). With float32 weights and
+the same options, the output is seq2seq's own, token for token (``tests/test_export.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+from seq2seq.checkpoint import EXPORT_META, referenced_tokenizer, tokenizer_reference
+from seq2seq.config import search_name
+from seq2seq.data.tokenizer import Tokenizer
+from seq2seq.decoding import Hypothesis
+from seq2seq.decoding.common import length_penalty, max_output_lengths
+from seq2seq.errors import UserError
+from seq2seq.translator import Translator
+
+log = logging.getLogger(__name__)
+
+EXPORT_FORMAT = 1
+COMPUTE_TYPES = {"auto": "default", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def require_ctranslate2():
+    """The ``ctranslate2`` module, or one line saying how to install it."""
+    try:
+        import ctranslate2
+    except ImportError:
+        raise UserError(
+            "CTranslate2 is not installed: pip install 'seq2seq[serve]' (make install does it)"
+        ) from None
+    return ctranslate2
+
+
+def is_export(path: str | Path) -> bool:
+    return (Path(path) / EXPORT_META).is_file()
+
+
+def write_export(model, tokenizer: Tokenizer, config: dict, folder: Path, quantization: str, source) -> None:
+    """Write a Transformer and its tokenizer as an export into ``folder`` (which must not exist)."""
+    require_ctranslate2()
+    from ctranslate2.converters.converter import Converter
+
+    from seq2seq.models.ctranslate2_spec import transformer_spec
+
+    spec = transformer_spec(
+        model,
+        tokenizer.src_pieces(range(tokenizer.src_vocab_size)),
+        tokenizer.tgt_pieces(range(tokenizer.tgt_vocab_size)),
+    )
+
+    class SpecConverter(Converter):
+        def _load(self):
+            return spec
+
+    SpecConverter().convert(str(folder), quantization=quantization)
+    (folder / "tokenizer").mkdir()
+    for path in {tokenizer.src_path, tokenizer.tgt_path}:
+        (folder / "tokenizer" / path.name).write_bytes(path.read_bytes())
+    copied = Tokenizer(
+        folder / "tokenizer" / tokenizer.src_path.name, folder / "tokenizer" / tokenizer.tgt_path.name
+    )
+    meta = {
+        "format": EXPORT_FORMAT,
+        "engine": "ctranslate2",
+        "quantization": quantization,
+        "source": str(source),
+        "max_positions": model.max_positions,
+        "tokenizer": tokenizer_reference(copied, folder),
+        "config": config,
+    }
+    (folder / EXPORT_META).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def read_export(folder: Path) -> dict:
+    """The ``seq2seq.json`` of an export, checked."""
+    try:
+        meta = json.loads((folder / EXPORT_META).read_text())
+    except (OSError, ValueError):
+        raise UserError(f"{folder / EXPORT_META}: unreadable; export the checkpoint again") from None
+    if meta.get("format") != EXPORT_FORMAT:
+        raise UserError(
+            f"{folder}: export format {meta.get('format')}, this seq2seq reads format {EXPORT_FORMAT}; "
+            "export the checkpoint again"
+        )
+    return meta
+
+
+def check_options(decoding, key: str = "decoding") -> None:
+    """Refuse, in one line, the decoding settings CTranslate2 cannot honour."""
+    if search_name(decoding) != "beam":
+        return
+    if decoding.alpha > 0 and decoding.length_penalty != "power":
+        raise UserError(
+            f"{key}.length_penalty={decoding.length_penalty}: CTranslate2 ranks by length ** alpha only; "
+            f"use {key}.length_penalty=power, or engine=torch"
+        )
+    if decoding.alpha > 0 and decoding.patience == 0:
+        raise UserError(
+            f"{key}.patience=0: with a length penalty CTranslate2 stops after round(beam_size * patience) "
+            f"finished hypotheses; give {key}.patience > 0, or engine=torch"
+        )
+    if decoding.alpha == 0 and decoding.patience > 0:
+        raise UserError(
+            f"{key}.patience={decoding.patience}: with alpha=0 CTranslate2 searches until its best "
+            f"hypothesis is finished; set {key}.patience=0 (the same search here), or engine=torch"
+        )
+
+
+def pick_engine_device(name: str, key: str = "device") -> tuple[str, int]:
+    """CTranslate2's (device, index) for a ``device`` setting."""
+    ctranslate2 = require_ctranslate2()
+    gpus = ctranslate2.get_cuda_device_count()
+    if name == "auto":
+        return ("cuda", 0) if gpus else ("cpu", 0)
+    if name.startswith("cuda"):
+        index = int(name.partition(":")[2] or 0)
+        if index >= gpus:
+            raise UserError(f"{key}={name}: CTranslate2 sees {gpus} CUDA device(s); use {key}=cpu")
+        return "cuda", index
+    return "cpu", 0
+
+
+class CTranslate2Translator(Translator):
+    """A ``Translator`` whose batches CTranslate2 decodes.
+
+    Args:
+        folder: an export folder.
+        decoding: a ``decoding`` config (checked with ``check_options``).
+        device, precision: the command's ``device`` and ``precision`` settings;
+            precision ``auto`` keeps the export's own quantization.
+        num_threads: CPU threads (0: CTranslate2's default).
+    """
+
+    def __init__(self, folder: Path, decoding, device: str = "auto", precision: str = "auto", num_threads=0):
+        ctranslate2 = require_ctranslate2()
+        check_options(decoding)
+        self.meta = read_export(folder)
+        self.tokenizer = referenced_tokenizer(self.meta["tokenizer"], folder, folder)
+        self.model, self.cfg, self.max_positions = None, decoding, self.meta["max_positions"]
+        engine_device, index = pick_engine_device(device)
+        try:
+            self.engine = ctranslate2.Translator(
+                str(folder),
+                device=engine_device,
+                device_index=index,
+                compute_type=COMPUTE_TYPES[precision],
+                intra_threads=num_threads,
+            )
+        except (RuntimeError, ValueError) as e:
+            raise UserError(f"{folder}: CTranslate2 cannot load it: {str(e).splitlines()[0]}") from None
+        if decoding.get("seed") is not None:
+            ctranslate2.set_random_seed(decoding.seed)
+
+    def options(self, limit: int) -> dict:
+        """``translate_batch`` options for a batch whose longest output is ``limit`` tokens, EOS counted."""
+        d = self.cfg
+        opts = {"max_decoding_length": max(limit - 1, 1), "min_decoding_length": 0, "max_input_length": 0}
+        search = search_name(d)
+        if search == "sampling":
+            sampling = {
+                "sampling_topk": d.top_k,
+                "sampling_topp": d.top_p,
+                "sampling_temperature": d.temperature,
+            }
+            return {**opts, **sampling, "beam_size": 1, "return_scores": True, "length_penalty": 0}
+        if search == "greedy":
+            return {**opts, "beam_size": 1, "return_scores": True, "length_penalty": 0}
+        return {
+            **opts,
+            "beam_size": d.beam_size,
+            "num_hypotheses": d.nbest,
+            "length_penalty": d.alpha,
+            "patience": d.patience if d.patience > 0 else 1.0,
+            "no_repeat_ngram_size": d.no_repeat_ngram_size,
+            "return_scores": True,
+        }
+
+    def decode(self, ids: list[list[int]]) -> list[list[Hypothesis]]:
+        """Hypotheses of one batch of source ids (each ending in EOS), best first. The
+        batch is decoded in runs of sentences that share their length limit, since
+        ``translate_batch`` takes one."""
+        import torch
+
+        lengths = torch.tensor([len(r) for r in ids])
+        limits = max_output_lengths(
+            lengths, self.cfg.max_len_a, self.cfg.max_len_b, self.max_positions
+        ).tolist()
+        out: list[list[Hypothesis]] = [[] for _ in ids]
+        for limit in sorted(set(limits)):
+            rows = [i for i, lim in enumerate(limits) if lim == limit]
+            pieces = [self.tokenizer.src_pieces(ids[i][:-1]) for i in rows]  # the engine appends EOS
+            for i, result in zip(
+                rows, self.engine.translate_batch(pieces, **self.options(limit)), strict=True
+            ):
+                out[i] = self.hypotheses_of(result)
+        return out
+
+    def hypotheses_of(self, result) -> list[Hypothesis]:
+        alpha = self.cfg.alpha if search_name(self.cfg) == "beam" else 0.0
+        hyps = []
+        for pieces, score in zip(result.hypotheses, result.scores, strict=True):
+            tokens = [self.tokenizer.tgt.piece_to_id(p) for p in pieces]
+            hyps.append(Hypothesis(tokens, score, score * length_penalty(len(tokens), alpha, "power")))
+        return hyps
+
+
+def make_engine(checkpoint: str, decoding, device: str, precision: str, num_threads: int):
+    """A ``CTranslate2Translator`` and the training config, for an export or a ``.pt``
+    checkpoint (converted at start-up into a temporary float32 export)."""
+    path = Path(checkpoint)
+    if is_export(path):
+        translator = CTranslate2Translator(path, decoding, device, precision, num_threads)
+        return translator, translator.meta["config"]
+    check_options(decoding)
+    from seq2seq.checkpoint import load_model
+
+    model, tokenizer, config = load_model(path)
+    scratch = tempfile.TemporaryDirectory(prefix="seq2seq-ct2-")
+    folder = Path(scratch.name) / "model"
+    write_export(model, tokenizer, config, folder, "float32", path)
+    translator = CTranslate2Translator(folder, decoding, device, precision, num_threads)
+    translator.scratch = scratch  # removed with the translator
+    return translator, config

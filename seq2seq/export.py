@@ -1,0 +1,71 @@
+"""``python -m seq2seq.export checkpoint=PATH output=DIR``: a Transformer for CTranslate2.
+
+Writes a folder that CTranslate2 loads as it is (``ctranslate2.Translator(DIR)``),
+with the tokenizer and what seq2seq needs beside it (``seq2seq/ctranslate2_engine.py``
+lists the files); ``translate`` and ``evaluate`` run it with ``checkpoint=DIR``.
+``quantization=int8`` stores int8 weights, the fastest on CPU. The folder is written
+under a temporary name and renamed when complete; an earlier export at ``output=``
+is replaced, any other file or folder there is left alone and refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from seq2seq.cli import checkpoint_paths, run
+from seq2seq.errors import UserError
+
+log = logging.getLogger("seq2seq.export")
+
+
+def check_target(output: Path) -> None:
+    """Refuse an output that is not a new folder or an earlier export."""
+    from seq2seq.ctranslate2_engine import is_export
+
+    if output.exists() and not is_export(output):
+        kind = "folder" if output.is_dir() else "file"
+        raise UserError(f"output={output}: a {kind} that is not an export is there; give a new folder")
+    if not output.parent.is_dir():
+        raise UserError(f"output={output}: the folder {output.parent} does not exist; create it first")
+
+
+def export(cfg) -> Path:
+    from seq2seq.checkpoint import load_model
+    from seq2seq.ctranslate2_engine import require_ctranslate2, write_export
+
+    paths = checkpoint_paths(cfg.checkpoint)
+    if len(paths) > 1:
+        raise UserError(
+            f"checkpoint={cfg.checkpoint}: export takes one checkpoint; average them first "
+            "(python -m seq2seq.average inputs=...)"
+        )
+    output = Path(cfg.output)
+    check_target(output)
+    require_ctranslate2()
+    model, tokenizer, config = load_model(paths[0])
+    partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
+    try:
+        write_export(model, tokenizer, config, partial, cfg.quantization, Path(paths[0]).resolve())
+        if output.exists():
+            old = output.with_name(f".{output.name}.old-{os.getpid()}")
+            output.rename(old)
+            partial.rename(output)
+            shutil.rmtree(old)
+        else:
+            partial.rename(output)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    size = sum(f.stat().st_size for f in output.rglob("*") if f.is_file())
+    print(f"{output}: {paths[0]} as a CTranslate2 model ({cfg.quantization}, {size / 2**20:.1f} MiB)")
+    return output
+
+
+def main() -> None:
+    run("export", export)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""Export to CTranslate2 and decoding with it: parity with seq2seq's own search, the
+command lines, and the refusals."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+pytest.importorskip("ctranslate2", reason="the optional CTranslate2 engine is not installed (.[serve])")
+
+from seq2seq.checkpoint import load_model  # noqa: E402
+from seq2seq.config import compose  # noqa: E402
+from seq2seq.ctranslate2_engine import CTranslate2Translator  # noqa: E402
+from seq2seq.errors import UserError  # noqa: E402
+from seq2seq.evaluate import evaluate  # noqa: E402
+from seq2seq.export import export  # noqa: E402
+from seq2seq.translate import translate  # noqa: E402
+from seq2seq.translator import Translator  # noqa: E402
+
+from .conftest import assert_one_error, head, run_cli, tiny_overrides  # noqa: E402
+
+SOURCES = [
+    "Ein Mann fährt Fahrrad.",
+    "Zwei Hunde spielen im Schnee neben einem großen roten Haus.",
+    "",
+    "Eine Frau liest ein Buch.",
+    "Kinder.",
+]
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_corpus, tmp_path_factory):
+    """Tiny trained runs: a pre-norm Transformer (joint vocabulary), a post-norm one with
+    separate source and target vocabularies, and a GRU. {name: run directory}."""
+    work = tmp_path_factory.mktemp("export")
+    # Enough training that most outputs end with EOS before their length limit.
+    learn = ["trainer.max_steps=0", "trainer.max_epochs=12", "trainer.eval_every=100", "trainer.patience=0",
+             "optim.lr=3e-3", "optim.warmup_steps=20", "model.d_model=64", "model.ffn_dim=128"]  # fmt: skip
+    plans = {
+        "pre_norm": [*tiny_overrides(tiny_corpus), *learn],
+        "post_norm": [
+            *tiny_overrides(tiny_corpus),
+            "model.pre_norm=false",
+            "data.tokenizer.joint=false",
+            *learn,
+        ],
+        "gru": [*tiny_overrides(tiny_corpus, "gru_bahdanau"), "trainer.max_steps=1"],
+    }
+    for name, args in plans.items():
+        run_cli("train", *args, f"hydra.run.dir={name}", "trainer.samples=0", cwd=work)
+    return {name: work / name for name in plans}
+
+
+def exported(run, quantization="float32"):
+    folder = run / f"export_{quantization}"
+    if not folder.exists():
+        run_cli(
+            "export", f"checkpoint={run / 'checkpoints' / 'best.pt'}", f"output={folder}",
+            f"quantization={quantization}", cwd=run,
+        )  # fmt: skip
+    return folder
+
+
+def decoding(*overrides):
+    return compose("translate", ["checkpoint=unused", "decoding.max_len_b=20", *overrides]).decoding
+
+
+def ended_early(hyps, limit: int) -> bool:
+    """Every hypothesis ended with EOS before the length limit (where the engines differ:
+    seq2seq forces EOS as the last token, CTranslate2 ends on whatever token came)."""
+    return all(len(h.tokens) + 1 < limit for h in hyps)
+
+
+@pytest.mark.parametrize("name", ["pre_norm", "post_norm"])
+def test_float32_export_decodes_token_for_token_like_seq2seq(runs, tiny_corpus, name):
+    model, tokenizer, _ = load_model(runs[name] / "checkpoints" / "best.pt")
+    folder = exported(runs[name])
+    sources = [*head(tiny_corpus["train.de"], 8), *SOURCES]  # training sentences: most end early
+    limits = [math.ceil(1.5 * (len(ids) + 1) + 20) for ids in tokenizer.src.encode(sources)]
+    searches = {
+        "greedy": ["decoding=greedy"],
+        "beam": ["decoding.nbest=3"],  # the defaults: power length penalty, patience 2
+        "beam, alpha 0": ["decoding.nbest=2", "decoding.alpha=0", "decoding.patience=0"],
+        "beam, no repeats": ["decoding.beam_size=3", "decoding.alpha=0.6", "decoding.no_repeat_ngram_size=2"],
+    }
+    for search, overrides in searches.items():
+        cfg = decoding(*overrides)
+        ours = Translator(model, tokenizer, cfg, "cpu").hypotheses(sources)
+        theirs = CTranslate2Translator(folder, cfg).hypotheses(sources)
+        early = [
+            i for i, (hyps, limit) in enumerate(zip(ours, limits, strict=True)) if ended_early(hyps, limit)
+        ]
+        assert len(early) >= len(sources) // 2, search
+        if search == "greedy":  # up to the limit greedy is the same search, so every sentence agrees
+            early = range(len(sources))
+        for i in early:
+            assert [h.tokens for h in theirs[i]] == [h.tokens for h in ours[i]], (search, sources[i])
+            if ended_early(ours[i], limits[i]):
+                assert [h.score for h in theirs[i]] == pytest.approx([h.score for h in ours[i]], abs=1e-3)
+
+
+def test_export_folder_holds_the_model_tokenizer_and_metadata(runs):
+    for name, files in (("pre_norm", ["spm.model"]), ("post_norm", ["src.model", "tgt.model"])):
+        folder = exported(runs[name])
+        assert (folder / "model.bin").is_file() and (folder / "config.json").is_file()
+        assert sorted(p.name for p in (folder / "tokenizer").iterdir()) == files
+        meta = json.loads((folder / "seq2seq.json").read_text())
+        assert meta["quantization"] == "float32" and meta["config"]["model"]["pre_norm"] == (
+            name == "pre_norm"
+        )
+        vocabularies = sorted(p.name for p in folder.glob("*_vocabulary.json"))
+        expected = ["shared_vocabulary.json"] if name == "pre_norm" else [
+            "source_vocabulary.json", "target_vocabulary.json"
+        ]  # fmt: skip
+        assert vocabularies == expected
+    assert not list(runs["pre_norm"].glob(".export*"))  # no partial folder left behind
+
+
+def test_int8_export_is_smaller_and_translates(runs, tmp_path):
+    f32, int8 = exported(runs["pre_norm"]), exported(runs["pre_norm"], "int8")
+    assert (int8 / "model.bin").stat().st_size < 0.6 * (f32 / "model.bin").stat().st_size
+    proc = run_cli("translate", f"checkpoint={int8}", cwd=tmp_path, stdin="\n".join(SOURCES) + "\n")
+    lines = proc.stdout.split("\n")[:-1]
+    assert len(lines) == len(SOURCES) and lines[2] == ""  # one line out per line in
+
+
+def test_translate_and_evaluate_run_an_export_like_a_checkpoint(runs, tmp_path):
+    run = runs["pre_norm"]
+    folder, best = exported(run), run / "checkpoints" / "best.pt"
+    source = tmp_path / "in.de"
+    source.write_text("\n".join(SOURCES) + "\n", encoding="utf-8")
+    outputs = {}
+    for label, args in (
+        ("torch", [f"checkpoint={best}"]),
+        ("export", [f"checkpoint={folder}"]),
+        ("converted", [f"checkpoint={best}", "engine=ctranslate2"]),
+    ):
+        out, nbest = tmp_path / f"{label}.en", tmp_path / f"{label}.nbest"
+        run_cli(
+            "translate", *args, f"input={source}", f"output={out}", "decoding.nbest=2",
+            f"nbest_output={nbest}", "decoding.batch_size=2", cwd=tmp_path,
+        )  # fmt: skip
+        outputs[label] = (
+            out.read_text(encoding="utf-8"),
+            [r.split("\t")[2] for r in nbest.read_text().splitlines()],
+        )
+    assert outputs["export"] == outputs["torch"] == outputs["converted"]
+    assert len(outputs["export"][0].splitlines()) == len(SOURCES)
+
+    proc = run_cli("evaluate", f"checkpoint={folder}", f"output={tmp_path}", cwd=tmp_path)
+    assert "BLEU =" in proc.stdout
+    metrics = json.loads((tmp_path / "export_float32.test.de.metrics.json").read_text())
+    torch_metrics = run_cli("evaluate", f"checkpoint={best}", f"output={tmp_path}", cwd=tmp_path)
+    assert metrics["bleu"] == json.loads((tmp_path / "best.test.de.metrics.json").read_text())["bleu"]
+    assert torch_metrics.returncode == 0
+
+
+def test_export_again_replaces_an_earlier_export(runs, tmp_path):
+    best = runs["pre_norm"] / "checkpoints" / "best.pt"
+    folder = tmp_path / "ct2"
+    run_cli("export", f"checkpoint={best}", f"output={folder}", cwd=tmp_path)
+    run_cli("export", f"checkpoint={best}", f"output={folder}", "quantization=int16", cwd=tmp_path)
+    assert json.loads((folder / "seq2seq.json").read_text())["quantization"] == "int16"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct2"]
+
+
+def refused(command: str, args: list[str], *fragments: str) -> None:
+    """``command`` with ``args``, composed and run in-process, stops with a UserError naming
+    ``fragments`` (the command line turns it into one ``error:`` line and exit 2)."""
+    body = {"export": export, "translate": translate, "evaluate": evaluate}[command]
+    with pytest.raises(UserError) as caught:
+        body(compose(command, args))
+    for fragment in fragments:
+        assert fragment in str(caught.value), (fragment, str(caught.value))
+
+
+def test_export_refuses_bad_inputs(runs, tmp_path):
+    best = runs["pre_norm"] / "checkpoints" / "best.pt"
+    gru = runs["gru"] / "checkpoints" / "best.pt"
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "keep.txt").write_text("mine")
+    cases = [
+        ([f"checkpoint={gru}", f"output={tmp_path / 'g'}"], ["RecurrentEncoderDecoder", "Transformers only"]),
+        ([f"checkpoint={best},{best}", f"output={tmp_path / 'e'}"], ["one checkpoint", "average"]),
+        (
+            [f"checkpoint={tmp_path / 'missing.pt'}", f"output={tmp_path / 'm'}"],
+            ["missing.pt", "no such checkpoint"],
+        ),
+        ([f"checkpoint={best}", f"output={taken}"], ["not an export", "new folder"]),
+        ([f"checkpoint={best}", f"output={tmp_path / 'no' / 'dir'}"], ["does not exist"]),
+        (
+            [f"checkpoint={best}", f"output={tmp_path / 'q'}", "quantization=int4"],
+            ["quantization=int4", "int8"],
+        ),
+    ]
+    for args, fragments in cases:
+        refused("export", args, *fragments)
+    proc = run_cli("export", f"checkpoint={gru}", f"output={tmp_path / 'g'}", cwd=tmp_path, check=False)
+    assert_one_error(proc, "Transformers only")
+    assert_one_error(run_cli("export", f"checkpoint={best}", cwd=tmp_path, check=False), "output is required")
+    assert (taken / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_options_ctranslate2_cannot_honour_are_refused(runs, tmp_path):
+    folder, best = exported(runs["pre_norm"]), runs["pre_norm"] / "checkpoints" / "best.pt"
+    cases = [
+        (["decoding.length_penalty=gnmt"], ["decoding.length_penalty=gnmt", "engine=torch"]),
+        (["decoding.patience=0"], ["decoding.patience=0", "engine=torch"]),
+        (["decoding.alpha=0"], ["decoding.patience=2.0", "patience=0"]),
+        ([f"attention_dir={tmp_path / 'maps'}"], ["attention_dir", "engine=torch"]),
+        (["engine=torch"], ["CTranslate2 export", "engine=ctranslate2"]),
+    ]
+    for args, fragments in cases:
+        refused("translate", [f"checkpoint={folder}", f"input={best}", *args], *fragments)
+    refused("translate", [f"checkpoint={best},{best}", "engine=ctranslate2"], "one model", "engine=torch")
+    refused(
+        "evaluate",
+        [f"checkpoint={runs['gru'] / 'checkpoints' / 'best.pt'}", "engine=ctranslate2"],
+        "Transformers only",
+    )
+    proc = run_cli(
+        "translate",
+        f"checkpoint={folder}",
+        "decoding.length_penalty=gnmt",
+        cwd=tmp_path,
+        stdin="x\n",
+        check=False,
+    )
+    assert_one_error(proc, "decoding.length_penalty=gnmt")
+    assert not (tmp_path / "maps").exists()
