@@ -71,7 +71,7 @@ def make_translator(cfg):
     if engine == "ctranslate2":
         if len(paths) > 1:
             raise UserError(
-                f"checkpoint={cfg.checkpoint}: CTranslate2 decodes one model; an ensemble runs on engine=torch"
+                f"checkpoint={cfg.checkpoint}: CTranslate2 runs one model; an ensemble runs on engine=torch"
             )
         from seq2seq.ctranslate2_engine import make_engine
 
