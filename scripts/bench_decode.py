@@ -6,7 +6,9 @@ exactly ``--output-tokens`` output tokens per sentence, followed by EOS. Systems
 
     python scripts/bench_decode.py [--rounds 3] [--sentences 512] [--batch-size 64] [--threads N]
         [--backends transformer,gru_bahdanau,lstm_luong,marian] [--modes greedy,beam] [--cache on,off]
+    python scripts/bench_decode.py --backends transformer,ct2_float32,ct2_int8 --cache on
     python scripts/bench_decode.py --checkpoint RUN_DIR/checkpoints/best.pt   # real translations
+        [--engines torch,ct2_float32,ct2_int8] [--test-ref REF]              # + BLEU, same outputs
 
 Method
     * Random-weight models are built from ``configs/model/<backend>.yaml`` with an 8,000-piece shared
@@ -28,6 +30,15 @@ Method
     * ``marian`` (needs ``pip install transformers``): a randomly initialised Hugging Face
       ``MarianMTModel`` of the same size, ``generate(min_new_tokens=N, max_new_tokens=N + 1)`` with
       EOS forced last, i.e. the same N tokens plus EOS; cache on/off is ``use_cache``.
+    * ``ct2_float32``, ``ct2_int8`` (need ``pip install -e ".[serve]"``): the Transformer preset's
+      random model, the very weights the ``transformer`` rows use, exported with
+      ``seq2seq/ctranslate2_engine.py`` and run by CTranslate2 with the same batches,
+      ``min_decoding_length = max_decoding_length = N + 1``: N + 1 decoder steps per sentence,
+      like the others, of which N tokens are counted.
+    * ``--checkpoint`` mode: the trained model translates ``--test-src`` through ``Translator``
+      (``--engines torch``) or through ``CTranslate2Translator`` on its float32 or int8 export
+      (``ct2_float32``, ``ct2_int8``), with the decoding presets' settings; the table adds sacreBLEU
+      against ``--test-ref`` and the share of outputs identical to the torch engine's.
 """
 
 from __future__ import annotations
@@ -41,6 +52,7 @@ import re
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,7 +67,9 @@ from seq2seq.special import BOS_ID, EOS_ID, PAD_ID
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SRC = ROOT / "data" / "multi30k" / "test_2016_flickr.de.gz"
 VOCAB = 8000
-BACKENDS = ("transformer", "gru_bahdanau", "lstm_luong", "marian")
+BACKENDS = ("transformer", "gru_bahdanau", "lstm_luong", "marian", "ct2_float32", "ct2_int8")
+ENGINES = ("torch", "ct2_float32", "ct2_int8")
+TEST_REF = ROOT / "data" / "multi30k" / "test_2016_flickr.en.gz"
 FALLBACK_LENGTHS = (6, 26)  # source pieces, EOS included, when no tokenizer is at hand
 
 
@@ -242,6 +256,53 @@ def marian_decoder(spec: dict):
     return decode
 
 
+def export_random_transformer(folder: Path, quantization: str) -> None:
+    """Export the Transformer preset's random model (seed 0, as ``measure`` builds it) into ``folder``."""
+    from seq2seq.models.ctranslate2_spec import transformer_spec
+
+    torch.manual_seed(0)
+    model = build_preset("transformer")
+    pieces = ["<pad>", "<unk>", "<s>", "</s>", *(f"t{i}" for i in range(EOS_ID + 1, VOCAB))]
+    write_spec(transformer_spec(model, pieces, pieces), folder, quantization)
+
+
+def write_spec(spec, folder: Path, quantization: str) -> None:
+    from ctranslate2.converters.converter import Converter
+
+    class SpecConverter(Converter):
+        def _load(self):
+            return spec
+
+    SpecConverter().convert(str(folder), quantization=quantization, force=True)
+
+
+def ct2_decoder(spec: dict):
+    """A function (src, src_lengths) -> output token count, for CTranslate2 on the export."""
+    import ctranslate2
+
+    engine = ctranslate2.Translator(spec["export"], device="cpu", intra_threads=spec["threads"] or 0)
+    n, beams = spec["output_tokens"], spec["beam_size"] if spec["mode"] == "beam" else 1
+    cfg = decoding_config(spec["mode"], spec["beam_size"], n)
+
+    def decode(src, src_lengths):
+        rows = zip(src.tolist(), src_lengths.tolist(), strict=True)
+        pieces = [[f"t{t}" for t in row[: length - 1]] for row, length in rows]  # EOS: the engine's
+        results = engine.translate_batch(
+            pieces,
+            beam_size=beams,
+            length_penalty=cfg.alpha if beams > 1 else 0,
+            patience=cfg.patience if beams > 1 else 1,
+            min_decoding_length=n + 1,
+            max_decoding_length=n + 1,
+            max_input_length=0,
+        )
+        lengths = {len(r.hypotheses[0]) for r in results}
+        assert lengths == {n + 1}, f"output lengths {lengths}"
+        return n * len(results)
+
+    return decode
+
+
 def count_tokens(rows: list[list[int]]) -> int:
     """Output tokens in rows of ids: everything before EOS (or padding), special ids excluded."""
     total = 0
@@ -312,7 +373,10 @@ def measure(spec: dict) -> dict:
     if spec["backend"] == "checkpoint":
         return measure_checkpoint(spec)
     batches = make_batches(spec["lengths"], spec["batch_size"])
-    decode = marian_decoder(spec) if spec["backend"] == "marian" else preset_decoder(spec)
+    if spec["backend"].startswith("ct2_"):
+        decode = ct2_decoder(spec)
+    else:
+        decode = marian_decoder(spec) if spec["backend"] == "marian" else preset_decoder(spec)
     reset_peak_rss()
     rss_before = current_rss_kb()
     decode(*batches[0])  # warm-up, inside the memory window, outside the timed one
@@ -329,18 +393,23 @@ def measure(spec: dict) -> dict:
 
 
 def measure_checkpoint(spec: dict) -> dict:
-    """Translate the test split with a trained model through ``Translator`` (real output lengths)."""
-    from seq2seq.checkpoint import load_model
+    """Translate the test split with a trained model, through ``Translator`` (engine torch) or
+    ``CTranslate2Translator`` on an export (real output lengths)."""
     from seq2seq.data.corpus import read_lines
-    from seq2seq.translator import Translator
 
-    model, tokenizer, _ = load_model(spec["checkpoint"])
-    if not spec["cache"]:
-        model = NoCache(model)
     cfg = decoding_config(spec["mode"], spec["beam_size"], None)
     if spec["max_tokens"]:
         cfg.max_tokens = spec["max_tokens"]
-    translator = Translator(model, tokenizer, cfg, "cpu")
+    if spec["engine"] == "torch":
+        from seq2seq.checkpoint import load_model
+        from seq2seq.translator import Translator
+
+        model, tokenizer, _ = load_model(spec["checkpoint"])
+        translator = Translator(model if spec["cache"] else NoCache(model), tokenizer, cfg, "cpu")
+    else:
+        from seq2seq.ctranslate2_engine import CTranslate2Translator
+
+        translator = CTranslate2Translator(Path(spec["export"]), cfg, "cpu", "auto", spec["threads"] or 0)
     sentences = read_lines(spec["test_src"])
     sentences = sentences[: spec["sentences"]] if spec["sentences"] else sentences
     reset_peak_rss()
@@ -355,6 +424,7 @@ def measure_checkpoint(spec: dict) -> dict:
         "sentences": len(hyps),
         "tokens": tokens,
         "memory_kb": peak_rss_kb() - rss_before,
+        "texts": [translator.tokenizer.decode_tgt(h[0].tokens) for h in hyps],
     }
 
 
@@ -380,9 +450,28 @@ def hardware_line(threads: int | None) -> str:
     )
 
 
+def quality(spec: dict, results: dict, specs: list[dict]) -> str:
+    """The ``BLEU | same as torch`` cells of a --checkpoint row: sacreBLEU of its first round's
+    output against --test-ref, and the share of sentences identical to the torch engine's."""
+    from sacrebleu.metrics import BLEU
+
+    from seq2seq.data.corpus import read_lines
+
+    texts = results[spec["name"]][0]["texts"]
+    refs = read_lines(spec["test_ref"])[: len(texts)]
+    bleu = BLEU().corpus_score(texts, [refs]).score
+    torch_row = next((s for s in specs if s["engine"] == "torch" and s["mode"] == spec["mode"]), None)
+    if torch_row is None:
+        return f" {bleu:.2f} | |"
+    same = sum(a == b for a, b in zip(texts, results[torch_row["name"]][0]["texts"], strict=True))
+    return f" {bleu:.2f} | {100 * same / len(texts):.1f}% |"
+
+
 def print_table(specs: list[dict], results: dict, memory_note: str) -> None:
-    print("| backend | search | cache | sentences/s | output tokens/s | peak memory growth, MiB |")
-    print("|---|---|---|---:|---:|---:|")
+    checkpoint = specs[0]["backend"] == "checkpoint"
+    extra = (" BLEU | same as torch |", "---:|---:|") if checkpoint else ("", "")
+    print(f"| backend | search | cache | sentences/s | output tokens/s | peak memory growth, MiB |{extra[0]}")
+    print(f"|---|---|---|---:|---:|---:|{extra[1]}")
     for spec in specs:
         runs = results[spec["name"]]
         sent = statistics.median(r["sentences"] / r["seconds"] for r in runs)
@@ -390,7 +479,9 @@ def print_table(specs: list[dict], results: dict, memory_note: str) -> None:
         mem = statistics.median(r["memory_kb"] for r in runs) / 1024
         search_name = "greedy" if spec["mode"] == "greedy" else f"beam {spec['beam_size']}"
         cache = "on" if spec["cache"] else "off"
-        print(f"| {spec['backend']} | {search_name} | {cache} | {sent:,.1f} | {tok:,.0f} | {mem:,.0f} |")
+        label = spec["backend"] if not checkpoint else f"checkpoint, {spec['engine']}"
+        cells = quality(spec, results, specs) if checkpoint else ""
+        print(f"| {label} | {search_name} | {cache} | {sent:,.1f} | {tok:,.0f} | {mem:,.0f} |{cells}")
     print(f"\n{memory_note}")
 
 
@@ -441,6 +532,12 @@ def parse_args(argv=None):
         "(except for the warm-up) do not apply",
     )
     parser.add_argument("--test-src", type=Path, default=TEST_SRC, help="source file of --checkpoint mode")
+    parser.add_argument("--test-ref", type=Path, default=TEST_REF, help="its references, for BLEU")
+    parser.add_argument(
+        "--engines",
+        default="torch",
+        help="--checkpoint mode: comma-separated subset of torch,ct2_float32,ct2_int8 (ct2: needs .[serve])",
+    )
     parser.add_argument(
         "--max-tokens", type=int, default=0, help="--checkpoint mode: decoding.max_tokens (0: the config's)"
     )
@@ -455,6 +552,36 @@ def hf_available() -> bool:
     return True
 
 
+def ct2_available() -> bool:
+    try:
+        import ctranslate2  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def make_exports(specs: list[dict], folder: Path, checkpoint: Path | None) -> None:
+    """Write the CTranslate2 exports the specs need into ``folder``; note each one's path in its spec."""
+    done = {}
+    for spec in specs:
+        kind = spec["engine"] if checkpoint is not None else spec["backend"]
+        if not kind.startswith("ct2_"):
+            continue
+        quantization = kind.removeprefix("ct2_")
+        if quantization not in done:
+            out = folder / quantization
+            if checkpoint is not None:
+                from seq2seq.checkpoint import load_model
+                from seq2seq.ctranslate2_engine import write_export
+
+                model, tokenizer, config = load_model(checkpoint)
+                write_export(model, tokenizer, config, out, quantization, checkpoint)
+            else:
+                export_random_transformer(out, quantization)
+            done[quantization] = str(out)
+        spec["export"] = done[quantization]
+
+
 def make_specs(args) -> tuple[list[dict], list[str]]:
     """The systems to measure, and header lines describing the inputs."""
     modes = parse_list(args.modes, ("greedy", "beam"))
@@ -464,15 +591,24 @@ def make_specs(args) -> tuple[list[dict], list[str]]:
         common.update(
             checkpoint=str(args.checkpoint),
             test_src=str(args.test_src),
+            test_ref=str(args.test_ref),
             sentences=args.sentences,
             max_tokens=args.max_tokens,
         )
         backends, notes = ["checkpoint"], [f"# {args.checkpoint}: real translations of {args.test_src}"]
+        engines = parse_list(args.engines, ENGINES)
+        if not ct2_available() and any(e.startswith("ct2_") for e in engines):
+            engines = [e for e in engines if not e.startswith("ct2_")]
+            print("# ct2 engines skipped: ctranslate2 is not installed (pip install -e '.[serve]')")
     else:
+        engines = ["torch"]
         backends = parse_list(args.backends, BACKENDS)
         if "marian" in backends and not hf_available():
             backends.remove("marian")
             print("# marian skipped: transformers is not installed (pip install transformers)")
+        if not ct2_available() and any(b.startswith("ct2_") for b in backends):
+            backends = [b for b in backends if not b.startswith("ct2_")]
+            print("# ct2 backends skipped: ctranslate2 is not installed (pip install -e '.[serve]')")
         tokenizer = args.tokenizer or default_tokenizer()
         lengths, where = source_lengths(args.sentences, tokenizer, torch.Generator().manual_seed(0))
         common.update(lengths=lengths, output_tokens=args.output_tokens)
@@ -481,10 +617,19 @@ def make_specs(args) -> tuple[list[dict], list[str]]:
             f"output tokens each (+ EOS); {where}, mean {statistics.mean(lengths):.1f}"
         ]
     specs = [
-        {**common, "backend": b, "mode": m, "cache": c, "name": f"{b}/{m}/cache {'on' if c else 'off'}"}
+        {
+            **common,
+            "backend": b,
+            "engine": e,
+            "mode": m,
+            "cache": c,
+            "name": f"{b}/{e}/{m}/cache {'on' if c else 'off'}",
+        }
         for b in backends
+        for e in engines
         for m in modes
         for c in caches
+        if c or not (b.startswith("ct2_") or e.startswith("ct2_"))  # CTranslate2 always caches
     ]
     return specs, notes
 
@@ -501,6 +646,8 @@ def main(argv=None):
         else "Peak memory growth: ru_maxrss of a fresh process per measurement minus its RSS before decoding."
     )
     results = {spec["name"]: [] for spec in specs}
+    scratch = tempfile.TemporaryDirectory(prefix="bench-decode-")
+    make_exports(specs, Path(scratch.name), args.checkpoint)
     for r in range(args.rounds):
         for spec in specs:  # interleaved: drift during the run hits every system alike
             result = run_isolated(spec)

@@ -306,7 +306,7 @@ class ExportConfig:
     output: str = setting("???", "the folder to write (an earlier export there is replaced)")
     quantization: str = setting(
         "float32",
-        "weights as float32, int8, int8_float32 (int8 weights, float32 compute on GPU) or int16",
+        "weights: float32, int8 (fastest on CPU), int8_float32 (int8 matrices, float32 elsewhere), int16",
         Allowed(choices=QUANTIZATIONS),
     )
 

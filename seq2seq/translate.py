@@ -12,11 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
 from seq2seq.cli import check_output_file, make_translator, open_output, run
 from seq2seq.errors import UserError
-from seq2seq.plots import attention_figures
 
 log = logging.getLogger("seq2seq.translate")
 
@@ -97,6 +94,10 @@ def translate(cfg) -> None:
 
 def save_heatmaps(translator, texts, results, attention_dir: Path, first_line: int) -> None:
     """Save ``<line>.png`` for every non-empty input line (``first_line`` lines came before)."""
+    import matplotlib.pyplot as plt
+
+    from seq2seq.plots import attention_figures
+
     rows = [i for i, t in enumerate(texts) if t]
     if not rows:
         return
