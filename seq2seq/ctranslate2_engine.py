@@ -39,7 +39,7 @@ from seq2seq.checkpoint import EXPORT_META, referenced_tokenizer, tokenizer_refe
 from seq2seq.config import search_name
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.decoding import Hypothesis
-from seq2seq.decoding.common import length_penalty, max_output_lengths
+from seq2seq.decoding.common import length_penalty, max_output_length
 from seq2seq.errors import UserError
 from seq2seq.translator import Translator
 
@@ -207,13 +207,10 @@ class CTranslate2Translator(Translator):
     def decode(self, ids: list[list[int]]) -> list[list[Hypothesis]]:
         """Hypotheses of one batch of source ids (each ending in EOS), best first. The
         batch is decoded in runs of sentences that share their length limit, since
-        ``translate_batch`` takes one."""
-        import torch
-
-        lengths = torch.tensor([len(r) for r in ids])
-        limits = max_output_lengths(
-            lengths, self.cfg.max_len_a, self.cfg.max_len_b, self.max_positions
-        ).tolist()
+        ``translate_batch`` takes one. No torch operation runs here: torch's idle CPU
+        threads would spin beside CTranslate2's."""
+        d = self.cfg
+        limits = [max_output_length(len(r), d.max_len_a, d.max_len_b, self.max_positions) for r in ids]
         out: list[list[Hypothesis]] = [[] for _ in ids]
         for limit in sorted(set(limits)):
             rows = [i for i, lim in enumerate(limits) if lim == limit]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +24,12 @@ class Hypothesis:
     tokens: list[int]
     score: float
     log_prob: float
+
+
+def max_output_length(src_length: int, a: float, b: int, cap: int | None) -> int:
+    """``max_output_lengths`` for one sentence, in plain Python (no torch threads woken)."""
+    limit = math.ceil(src_length * a + b)
+    return max(min(limit, cap) if cap is not None else limit, 1)
 
 
 def max_output_lengths(src_lengths: torch.Tensor, a: float, b: int, cap: int | None) -> torch.Tensor:
@@ -58,4 +65,4 @@ def length_penalty(tokens: torch.Tensor | int, alpha: float, kind: str = DEFAULT
     return ((5.0 + length) / 6.0) ** alpha
 
 
-__all__ = ["DEFAULTS", "Hypothesis", "length_penalty", "max_output_lengths"]
+__all__ = ["DEFAULTS", "Hypothesis", "length_penalty", "max_output_length", "max_output_lengths"]
