@@ -323,3 +323,12 @@ def test_sampling_follows_the_filtered_distribution():
         assert sorted(set(map(tuple, firsts))) == [(A,), (B,)], kwargs
     firsts = [h[0].tokens[:1] for h in sample(model, src, lengths, top_p=0.3, generator=g)]
     assert set(map(tuple, firsts)) == {(A,)}
+
+
+def test_scalar_output_limit_equals_the_batched_one():
+    from seq2seq.decoding.common import max_output_length, max_output_lengths
+
+    lengths = torch.arange(0, 300)
+    for a, b, cap in ((1.5, 10, 256), (0.0, 5, None), (1.2, 0, 7), (0.0, 0, None)):
+        batched = max_output_lengths(lengths, a, b, cap).tolist()
+        assert [max_output_length(n, a, b, cap) for n in lengths.tolist()] == batched
