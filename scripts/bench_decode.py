@@ -258,44 +258,31 @@ def marian_decoder(spec: dict):
 
 def export_random_transformer(folder: Path, quantization: str) -> None:
     """Export the Transformer preset's random model (seed 0, as ``measure`` builds it) into ``folder``."""
+    from seq2seq.ctranslate2_engine import save_spec
     from seq2seq.models.ctranslate2_spec import transformer_spec
 
     torch.manual_seed(0)
     model = build_preset("transformer")
     pieces = ["<pad>", "<unk>", "<s>", "</s>", *(f"t{i}" for i in range(EOS_ID + 1, VOCAB))]
-    write_spec(transformer_spec(model, pieces, pieces), folder, quantization)
-
-
-def write_spec(spec, folder: Path, quantization: str) -> None:
-    from ctranslate2.converters.converter import Converter
-
-    class SpecConverter(Converter):
-        def _load(self):
-            return spec
-
-    SpecConverter().convert(str(folder), quantization=quantization, force=True)
+    save_spec(transformer_spec(model, pieces, pieces), folder, quantization)
 
 
 def ct2_decoder(spec: dict):
     """A function (src, src_lengths) -> output token count, for CTranslate2 on the export."""
     import ctranslate2
 
+    from seq2seq.ctranslate2_engine import translate_options
+
     engine = ctranslate2.Translator(spec["export"], device="cpu", intra_threads=spec["threads"] or 0)
-    n, beams = spec["output_tokens"], spec["beam_size"] if spec["mode"] == "beam" else 1
-    cfg = decoding_config(spec["mode"], spec["beam_size"], n)
+    n = spec["output_tokens"]
+    # the engine's own options for the preset, with N + 1 steps forced: no EOS before the last one
+    options = translate_options(decoding_config(spec["mode"], spec["beam_size"], n), n + 2)
+    options.update(min_decoding_length=n + 1, max_decoding_length=n + 1, return_scores=False)
 
     def decode(src, src_lengths):
         rows = zip(src.tolist(), src_lengths.tolist(), strict=True)
         pieces = [[f"t{t}" for t in row[: length - 1]] for row, length in rows]  # EOS: the engine's
-        results = engine.translate_batch(
-            pieces,
-            beam_size=beams,
-            length_penalty=cfg.alpha if beams > 1 else 0,
-            patience=cfg.patience if beams > 1 else 1,
-            min_decoding_length=n + 1,
-            max_decoding_length=n + 1,
-            max_input_length=0,
-        )
+        results = engine.translate_batch(pieces, **options)
         lengths = {len(r.hypotheses[0]) for r in results}
         assert lengths == {n + 1}, f"output lengths {lengths}"
         return n * len(results)

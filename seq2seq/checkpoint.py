@@ -90,11 +90,16 @@ def _upgrade(ckpt: dict) -> dict:
     return ckpt
 
 
+def is_export(path: str | Path) -> bool:
+    """Whether ``path`` is a CTranslate2 export (``python -m seq2seq.export``), not a checkpoint."""
+    return (Path(path) / EXPORT_META).is_file()
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint with ``weights_only=True``: tensors and plain data only,
     so a file that carries pickled code is refused and nothing is executed."""
     path = Path(path)
-    if (path / EXPORT_META).is_file():
+    if is_export(path):
         raise UserError(f"{path}: is a CTranslate2 export; it runs with engine=ctranslate2 (or engine=auto)")
     if path.is_dir():
         inside = path / "checkpoints" / "best.pt"

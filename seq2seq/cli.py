@@ -62,7 +62,7 @@ def make_translator(cfg):
     """Load ``cfg.checkpoint`` (one checkpoint, several as an ensemble, or a CTranslate2
     export) and wrap it in a translator for ``cfg.decoding`` on ``cfg.engine``.
     Returns (translator, the training config)."""
-    from seq2seq.ctranslate2_engine import is_export
+    from seq2seq.checkpoint import is_export
 
     paths = checkpoint_paths(cfg.checkpoint)
     engine = cfg.engine

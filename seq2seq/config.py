@@ -247,6 +247,12 @@ class DecodingConfig:
     batch_size: int = setting(0, "sentences per decoding batch (0: only max_tokens limits it)", AT_LEAST_0)
 
 
+def patience_limit(beam_size: int, patience: float) -> int | float:
+    """Finished hypotheses after which a sentence stops: round(K * patience) (halves
+    up), or infinity for ``patience = 0`` (stop on the bound alone)."""
+    return math.floor(beam_size * patience + 0.5) if patience > 0 else math.inf
+
+
 def search_name(decoding) -> str:
     """The search a decoding config selects: ``sampling``, ``beam`` or ``greedy``."""
     if decoding.sampling:
@@ -401,8 +407,8 @@ def check_decoding(decoding, key: str = "decoding") -> None:
             )
     if search == "beam" and decoding.nbest > decoding.beam_size:
         raise UserError(f"{key}.nbest={decoding.nbest}: must be at most {key}.beam_size={decoding.beam_size}")
-    enough = math.floor(decoding.beam_size * decoding.patience + 0.5)
-    if search == "beam" and decoding.patience > 0 and decoding.nbest > enough:
+    enough = patience_limit(decoding.beam_size, decoding.patience)
+    if search == "beam" and decoding.nbest > enough:
         raise UserError(
             f"{key}.nbest={decoding.nbest}: must be at most round(beam_size * patience) = {enough}, the "
             f"hypotheses a sentence finishes with; raise {key}.patience or set it to 0"

@@ -16,7 +16,7 @@ is, plus what seq2seq needs beside it:
     beam_size, nbest       beam_size, num_hypotheses
     alpha, patience        length_penalty (power: length ** alpha, EOS counted), patience
     no_repeat_ngram_size   no_repeat_ngram_size
-    max_len_a, max_len_b   max_decoding_length: one limit per batch, the largest of its sentences'
+    max_len_a, max_len_b   max_decoding_length: one call per run of sentences that share their limit
     sampling, temperature, top_k, top_p, seed
                            sampling_temperature, sampling_topk, sampling_topp, set_random_seed
     max_tokens, batch_size the batches seq2seq forms (sorted by length) and passes one at a time
@@ -31,19 +31,16 @@ the same options, the output is seq2seq's own, token for token (``tests/test_exp
 from __future__ import annotations
 
 import json
-import logging
 import tempfile
 from pathlib import Path
 
-from seq2seq.checkpoint import EXPORT_META, referenced_tokenizer, tokenizer_reference
+from seq2seq.checkpoint import EXPORT_META, is_export, referenced_tokenizer, tokenizer_reference
 from seq2seq.config import search_name
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.decoding import Hypothesis
 from seq2seq.decoding.common import length_penalty, max_output_length
 from seq2seq.errors import UserError
 from seq2seq.translator import Translator
-
-log = logging.getLogger(__name__)
 
 EXPORT_FORMAT = 1
 COMPUTE_TYPES = {"auto": "default", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -60,15 +57,8 @@ def require_ctranslate2():
     return ctranslate2
 
 
-def is_export(path: str | Path) -> bool:
-    return (Path(path) / EXPORT_META).is_file()
-
-
 def write_export(model, tokenizer: Tokenizer, config: dict, folder: Path, quantization: str, source) -> None:
     """Write a Transformer and its tokenizer as an export into ``folder`` (which must not exist)."""
-    require_ctranslate2()
-    from ctranslate2.converters.converter import Converter
-
     from seq2seq.models.ctranslate2_spec import transformer_spec
 
     spec = transformer_spec(
@@ -76,12 +66,7 @@ def write_export(model, tokenizer: Tokenizer, config: dict, folder: Path, quanti
         tokenizer.src_pieces(range(tokenizer.src_vocab_size)),
         tokenizer.tgt_pieces(range(tokenizer.tgt_vocab_size)),
     )
-
-    class SpecConverter(Converter):
-        def _load(self):
-            return spec
-
-    SpecConverter().convert(str(folder), quantization=quantization)
+    save_spec(spec, folder, quantization)
     (folder / "tokenizer").mkdir()
     for path in {tokenizer.src_path, tokenizer.tgt_path}:
         (folder / "tokenizer" / path.name).write_bytes(path.read_bytes())
@@ -98,6 +83,18 @@ def write_export(model, tokenizer: Tokenizer, config: dict, folder: Path, quanti
         "config": config,
     }
     (folder / EXPORT_META).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def save_spec(spec, folder: Path, quantization: str) -> None:
+    """Validate, quantize and write a CTranslate2 model spec into ``folder`` (created; it must not exist)."""
+    require_ctranslate2()
+    from ctranslate2.converters.converter import Converter
+
+    class SpecConverter(Converter):
+        def _load(self):
+            return spec
+
+    SpecConverter().convert(str(folder), quantization=quantization)
 
 
 def read_export(folder: Path) -> dict:
@@ -149,6 +146,31 @@ def pick_engine_device(name: str, key: str = "device") -> tuple[str, int]:
     return "cpu", 0
 
 
+def translate_options(d, limit: int) -> dict:
+    """``translate_batch`` options for the search of a ``decoding`` config ``d``, for outputs
+    of at most ``limit`` tokens, EOS counted."""
+    opts = {"max_decoding_length": max(limit - 1, 1), "min_decoding_length": 0, "max_input_length": 0}
+    search = search_name(d)
+    if search == "sampling":
+        sampling = {
+            "sampling_topk": d.top_k,
+            "sampling_topp": d.top_p,
+            "sampling_temperature": d.temperature,
+        }
+        return {**opts, **sampling, "beam_size": 1, "return_scores": True, "length_penalty": 0}
+    if search == "greedy":
+        return {**opts, "beam_size": 1, "return_scores": True, "length_penalty": 0}
+    return {
+        **opts,
+        "beam_size": d.beam_size,
+        "num_hypotheses": d.nbest,
+        "length_penalty": d.alpha,
+        "patience": d.patience if d.patience > 0 else 1.0,
+        "no_repeat_ngram_size": d.no_repeat_ngram_size,
+        "return_scores": True,
+    }
+
+
 class CTranslate2Translator(Translator):
     """A ``Translator`` whose batches CTranslate2 decodes.
 
@@ -180,30 +202,6 @@ class CTranslate2Translator(Translator):
         if decoding.get("seed") is not None:
             ctranslate2.set_random_seed(decoding.seed)
 
-    def options(self, limit: int) -> dict:
-        """``translate_batch`` options for a batch whose longest output is ``limit`` tokens, EOS counted."""
-        d = self.cfg
-        opts = {"max_decoding_length": max(limit - 1, 1), "min_decoding_length": 0, "max_input_length": 0}
-        search = search_name(d)
-        if search == "sampling":
-            sampling = {
-                "sampling_topk": d.top_k,
-                "sampling_topp": d.top_p,
-                "sampling_temperature": d.temperature,
-            }
-            return {**opts, **sampling, "beam_size": 1, "return_scores": True, "length_penalty": 0}
-        if search == "greedy":
-            return {**opts, "beam_size": 1, "return_scores": True, "length_penalty": 0}
-        return {
-            **opts,
-            "beam_size": d.beam_size,
-            "num_hypotheses": d.nbest,
-            "length_penalty": d.alpha,
-            "patience": d.patience if d.patience > 0 else 1.0,
-            "no_repeat_ngram_size": d.no_repeat_ngram_size,
-            "return_scores": True,
-        }
-
     def decode(self, ids: list[list[int]]) -> list[list[Hypothesis]]:
         """Hypotheses of one batch of source ids (each ending in EOS), best first. The
         batch is decoded in runs of sentences that share their length limit, since
@@ -216,7 +214,7 @@ class CTranslate2Translator(Translator):
             rows = [i for i, lim in enumerate(limits) if lim == limit]
             pieces = [self.tokenizer.src_pieces(ids[i][:-1]) for i in rows]  # the engine appends EOS
             for i, result in zip(
-                rows, self.engine.translate_batch(pieces, **self.options(limit)), strict=True
+                rows, self.engine.translate_batch(pieces, **translate_options(d, limit)), strict=True
             ):
                 out[i] = self.hypotheses_of(result)
         return out

@@ -10,7 +10,6 @@ is replaced, any other file or folder there is left alone and refused.
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 from pathlib import Path
@@ -18,12 +17,10 @@ from pathlib import Path
 from seq2seq.cli import checkpoint_paths, run
 from seq2seq.errors import UserError
 
-log = logging.getLogger("seq2seq.export")
-
 
 def check_target(output: Path) -> None:
     """Refuse an output that is not a new folder or an earlier export."""
-    from seq2seq.ctranslate2_engine import is_export
+    from seq2seq.checkpoint import is_export
 
     if output.exists() and not is_export(output):
         kind = "folder" if output.is_dir() else "file"

@@ -43,15 +43,10 @@ import math
 
 import torch
 
+from seq2seq.config import patience_limit
 from seq2seq.decoding.common import DEFAULTS, Hypothesis, length_penalty, max_output_lengths
 from seq2seq.models.base import EncoderDecoder
 from seq2seq.special import BOS_ID, EOS_ID
-
-
-def patience_limit(beam_size: int, patience: float) -> int | float:
-    """Finished hypotheses after which a sentence stops: round(K * patience) (halves
-    up), or infinity for ``patience = 0`` (stop on the bound alone)."""
-    return math.floor(beam_size * patience + 0.5) if patience > 0 else math.inf
 
 
 def block_repeated_ngrams(scores: torch.Tensor, tokens: torch.Tensor, n: int) -> torch.Tensor:
@@ -255,7 +250,8 @@ def beam_search(
 
         cands = top_candidates(scores, log_probs, 2 * k)  # 3 x (b, 2K)
         new_events = collect_finished(cands, tokens, alive, k, nbest, penalty, finished)
-        count += torch.bincount(torch.tensor(new_events, dtype=torch.long), minlength=batch_size)
+        if new_events:
+            count += torch.bincount(torch.tensor(new_events, dtype=torch.long), minlength=batch_size)
         for sent in set(new_events):
             if len(finished[sent]) == nbest:
                 threshold[sent] = finished[sent][-1].score
