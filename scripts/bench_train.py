@@ -1,138 +1,162 @@
-"""Training speed: seq2seq's Transformer against a plain torch.nn.Transformer.
+"""Training speed of the real training step on real batches, setting against setting.
 
-Both models get the same size (d_model 256, 3+3 layers, 4 heads, ffn 1024,
-8k tied vocabulary) and the same batches (about 4k target tokens), and run
-interleaved so that drift on a shared machine hits both alike. Prints target
-tokens per second for fp32 and bf16 autocast.
+Each setting is a set of ``python -m seq2seq.train`` overrides (after ``+model=``).
+For each one the script builds the trainer exactly as training does (``Trainer.setup``:
+the prepared Multi30k corpus, the model, the optimiser, the precision, the compiled
+step), takes the first batches of the first epoch (the same for every setting with
+the same ``trainer.max_tokens``) and times ``train_step`` on them: forward, loss,
+backward, clipping, optimiser. Settings run interleaved, ``--rounds`` times, so that
+drift on a shared machine hits all of them alike; each round restarts from the same
+weights. The first ``--warmup`` steps of a setting are timed apart (they hold the
+compilation of ``trainer.compile=true``).
 
-    python scripts/bench_train.py [--steps 10] [--rounds 3]
+    python scripts/bench_train.py [--model transformer] [--steps 30] [--rounds 3]
+        [--setting "trainer.precision=fp32 trainer.compile=false" --setting "" ...]
+        [--profile]
+
+With no ``--setting``: the defaults against the eager fp32 step. ``--profile`` also
+prints, per setting, the operators that took the most time over ``--steps`` steps
+(torch.profiler, self CPU time, milliseconds per step).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import copy
 import platform
+import statistics
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from seq2seq.device import autocast
-from seq2seq.loss import label_smoothed_cross_entropy
-from seq2seq.models import Transformer
-from seq2seq.special import PAD_ID
+from seq2seq.config import compose
+from seq2seq.data.batching import token_batches
+from seq2seq.train_step import train_step
+from seq2seq.trainer import Trainer
 
-V, D, LAYERS, HEADS, FFN = 8000, 256, 3, 4, 1024
+EAGER_FP32 = "trainer.precision=fp32 optim.fused=false"
 
 
-class PlainTransformer(nn.Module):
-    """torch.nn.Transformer with embeddings, sinusoidal positions and a tied output layer."""
+def cpu_name() -> str:
+    """The CPU as ``lscpu`` names it."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return platform.processor() or platform.machine()
+    names = [line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")]
+    return names[0] if names else platform.machine()
 
-    def __init__(self):
-        super().__init__()
-        self.embed = nn.Embedding(V, D, padding_idx=PAD_ID)
-        self.core = nn.Transformer(
-            D, HEADS, LAYERS, LAYERS, FFN, dropout=0.1, batch_first=True, norm_first=True
+
+class Setting:
+    """A trainer built from one set of overrides, and what it needs to restart a round."""
+
+    def __init__(self, model: str, overrides: str, work: Path, batches: int):
+        self.name = overrides or "(defaults)"
+        cfg = compose("train", [f"+model={model}", "trainer.num_threads=2", *overrides.split()])
+        self.trainer = Trainer(cfg, Path(tempfile.mkdtemp(dir=work)))
+        self.trainer.setup()
+        t = self.trainer
+        order = token_batches(*t.lengths, t.tcfg.max_tokens, cfg.seed, 0)[:batches]
+        self.batches = [t.pairs.__getitems__(rows).to(t.device) for rows in order]
+        opt = t.opt
+        self.initial = copy.deepcopy(
+            (t.model.state_dict(), opt.optimizer.state_dict(), opt.scheduler.state_dict())
         )
-        pos = torch.arange(512).unsqueeze(1) * torch.exp(torch.arange(0, D, 2) * (-math.log(1e4) / D))
-        self.register_buffer("pe", torch.cat([pos.sin(), pos.cos()], dim=1))
+        self.warmup_s: list[float] = []
 
-    def forward(self, src, tgt_in):
-        def emb(x):
-            return self.embed(x) * math.sqrt(D) + self.pe[: x.size(1)]
+    def restart(self) -> None:
+        """Back to the initial weights, optimiser state, learning rate and dropout masks."""
+        t = self.trainer
+        model, optimizer, scheduler = copy.deepcopy(self.initial)
+        t.model.load_state_dict(model)
+        t.opt.optimizer.load_state_dict(optimizer)
+        t.opt.scheduler.load_state_dict(scheduler)
+        torch.manual_seed(t.cfg.seed)
+        t.model.train()
 
-        causal = nn.Transformer.generate_square_subsequent_mask(tgt_in.size(1), dtype=torch.bool)
-        h = self.core(
-            emb(src),
-            emb(tgt_in),
-            tgt_mask=causal,
-            src_key_padding_mask=src == PAD_ID,
-            tgt_key_padding_mask=tgt_in == PAD_ID,
-            memory_key_padding_mask=src == PAD_ID,
-        )
-        return F.linear(h, self.embed.weight)  # (B, T, V)
-
-
-def make_batch(batch_size: int, length: int, gen: torch.Generator):
-    """Random ids with lengths between length/2 and length, padded: (src, lengths, tgt_in, tgt_out)."""
-    lengths = torch.randint(length // 2, length + 1, (batch_size,), generator=gen)
-    src = torch.randint(4, V, (batch_size, length), generator=gen)
-    tgt = torch.randint(4, V, (batch_size, length), generator=gen)
-    pad = torch.arange(length) >= lengths.unsqueeze(1)  # (B, L)
-    src, tgt = src.masked_fill(pad, PAD_ID), tgt.masked_fill(pad, PAD_ID)
-    return src, lengths, tgt, tgt  # the targets' content does not matter for speed
+    def steps(self, batches) -> int:
+        """Run ``train_step`` on each batch; returns the target tokens seen."""
+        t = self.trainer
+        tokens = 0
+        for batch in batches:
+            tokens += train_step(t.objective, batch, t.opt, t.device, t.precision).tokens
+        return tokens
 
 
-def step_ours(model, opt, batch):
-    src, lengths, tgt_in, tgt_out = batch
-    keep = tgt_out != PAD_ID
-    logits = model.project(model.features(src, lengths, tgt_in)[keep])  # (N, V)
-    loss, _ = label_smoothed_cross_entropy(logits, tgt_out[keep], 0.1)
-    return loss / keep.sum()
-
-
-def step_plain(model, opt, batch):
-    src, _, tgt_in, tgt_out = batch
-    logits = model(src, tgt_in)
-    return F.cross_entropy(
-        logits.flatten(0, 1).float(), tgt_out.flatten(), ignore_index=PAD_ID, label_smoothing=0.1
-    )
-
-
-def timed(model, step_fn, batches, precision):
-    """Target tokens per second over ``batches`` (one warm-up step first)."""
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    tokens, start = 0, None
-    for i, batch in enumerate([batches[0]] + batches):
-        if i == 1:
-            start = time.perf_counter()
-        with autocast(torch.device("cpu"), precision):
-            loss = step_fn(model, opt, batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if i >= 1:
-            tokens += int((batch[3] != PAD_ID).sum())
+def timed(setting: Setting, warmup: int) -> float:
+    """Target tokens per second of one round (its first ``warmup`` steps timed apart)."""
+    setting.restart()
+    start = time.perf_counter()
+    setting.steps(setting.batches[:warmup])
+    setting.warmup_s.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    tokens = setting.steps(setting.batches[warmup:])
     return tokens / (time.perf_counter() - start)
+
+
+def profile(setting: Setting, warmup: int, rows: int) -> None:
+    """Print the operators with the most self CPU time per step."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    setting.restart()
+    setting.steps(setting.batches[:warmup])
+    measured = setting.batches[warmup:]
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        setting.steps(measured)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    print(f"\n### {setting.name}: self CPU time per step, {len(measured)} steps\n")
+    print("| operator | ms per step | share | calls per step |")
+    print("|---|---:|---:|---:|")
+    for e in events[:rows]:
+        ms = e.self_cpu_time_total / 1000 / len(measured)
+        share = e.self_cpu_time_total / total
+        print(f"| {e.key} | {ms:.1f} | {share:.1%} | {e.count / len(measured):.0f} |")
+    print(f"| all operators | {total / 1000 / len(measured):.1f} | 100% | |")
 
 
 def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--model", default="transformer", help="a file in configs/model/")
+    parser.add_argument("--setting", action="append", help="overrides, space-separated ('': defaults)")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per round")
+    parser.add_argument("--warmup", type=int, default=5, help="steps before the timed ones, each round")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=160)
-    parser.add_argument("--length", type=int, default=36)
+    parser.add_argument("--profile", action="store_true", help="also print each setting's top operators")
+    parser.add_argument("--rows", type=int, default=20, help="operators in each profile")
     args = parser.parse_args()
-    gen = torch.Generator().manual_seed(0)
-    batches = [make_batch(args.batch_size, args.length, gen) for _ in range(args.steps)]
-    tokens = sum(int((b[3] != PAD_ID).sum()) for b in batches) / len(batches)
-    torch.manual_seed(0)
-    models = {
-        "seq2seq Transformer": (
-            Transformer(
-                V, V, d_model=D, heads=HEADS, encoder_layers=LAYERS, decoder_layers=LAYERS, ffn_dim=FFN
-            ),
-            step_ours,
-        ),
-        "torch.nn.Transformer": (PlainTransformer(), step_plain),
-    }
+    work = Path(tempfile.mkdtemp(prefix="seq2seq-bench-train-"))
+    names = args.setting if args.setting is not None else ["", EAGER_FP32]
+    settings = [Setting(args.model, s, work, args.warmup + args.steps) for s in names]
+    tokens = statistics.mean(b.num_tgt_tokens for b in settings[0].batches)
     print(
-        f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
-        f"{torch.__version__}; {args.batch_size} sentences, about {tokens:.0f} target tokens per batch"
+        f"# {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+        f"+model={args.model}, Multi30k batches of about {tokens:.0f} target tokens; "
+        f"{args.steps} timed steps after {args.warmup}, {args.rounds} rounds"
     )
-    results = {}
+    rates: dict[str, list[float]] = {s.name: [] for s in settings}
     for _ in range(args.rounds):
-        for precision in ("fp32", "bf16"):
-            for name, (model, step_fn) in models.items():
-                results.setdefault((name, precision), []).append(timed(model, step_fn, batches, precision))
-    print("| model | precision | target tokens/s (median of rounds) |")
-    print("|---|---|---|")
-    for (name, precision), values in results.items():
-        print(f"| {name} | {precision} | {sorted(values)[len(values) // 2]:,.0f} |")
+        for s in settings:
+            rates[s.name].append(timed(s, args.warmup))
+    base = statistics.median(rates[settings[-1].name])
+    print("| setting | precision | target tokens/s (median) | per round | vs last row | warm-up s |")
+    print("|---|---|---:|---|---:|---:|")
+    for s in settings:
+        median = statistics.median(rates[s.name])
+        rounds = " / ".join(f"{r:,.0f}" for r in rates[s.name])
+        print(
+            f"| `{s.name}` | {s.trainer.precision} | {median:,.0f} | {rounds} | {median / base:.2f}× "
+            f"| {max(s.warmup_s):.1f} |"
+        )
+    if args.profile:
+        for s in settings:
+            profile(s, args.warmup, args.rows)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,6 @@ def make_translator(cfg):
 
     set_threads(cfg.num_threads)
     device = pick_device(cfg.device, "device")
-    precision = pick_precision(cfg.precision, device, "precision")
+    precision = pick_precision(cfg.precision, device, "precision", train=False)
     model, tokenizer, train_cfg = load_models(paths, device)
     return Translator(model, tokenizer, cfg.decoding, device, precision), train_cfg

@@ -105,10 +105,10 @@ def device_setting():
     return setting("auto", "auto: CUDA when present, else the CPU", allowed)
 
 
-def precision_setting(extra: str = ""):
+def precision_setting(extra: str = "", cpu: str = "fp32 on CPU"):
     return setting(
         "auto",
-        "auto: bf16 autocast on CUDA, fp32 on CPU (seq2seq/device.py)" + extra,
+        f"auto: bf16 autocast on CUDA, {cpu} (seq2seq/device.py)" + extra,
         Allowed(choices=("auto", "fp32", "bf16", "fp16")),
     )
 
@@ -170,6 +170,7 @@ class OptimConfig:
     warmup_steps: int = setting(400, "linear warmup, then decay with 1/sqrt(step)", AT_LEAST_0)
     label_smoothing: float = setting(0.1, "probability mass spread over the vocabulary", PROBABILITY)
     clip_norm: float = setting(1.0, "clip the gradient norm to this (0: no clipping)", AT_LEAST_0)
+    fused: bool = setting(True, "Adam's fused kernel, one pass over all parameters (false: one per tensor)")
 
 
 @dataclass
@@ -191,7 +192,12 @@ class TrainerConfig:
     )
     log_every: int = setting(50, "steps between log lines and TensorBoard points", AT_LEAST_1)
     samples: int = setting(3, "sample translations and heatmaps written to TensorBoard", AT_LEAST_0)
-    precision: str = precision_setting()
+    precision: str = precision_setting(cpu="bf16 autocast on a CPU with AMX, else fp32")
+    compile: bool = setting(
+        False,
+        "torch.compile the training forward and backward (measured slower on 2 CPU cores, "
+        "docs/BENCHMARKS.md)",
+    )
     device: str = device_setting()
     num_threads: int = threads_setting()
     progress: bool = setting(True, "show a progress bar on a terminal")

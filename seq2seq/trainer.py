@@ -97,6 +97,7 @@ class Trainer:
         self.progress = Progress()
         self.stops = StopSignals(can_abort=self.main)
         self.started, self.bad_steps, self.first_step = time.time(), 0, None
+        self.data_key = None  # corpus_key of the training files (main process only)
 
     def run(self) -> Progress:
         """Train until a budget is spent or a signal asks to stop; returns the final progress."""
@@ -110,16 +111,23 @@ class Trainer:
                 self.progress = Progress(**saved.progress)
                 return self.progress
             with self.stops.abortable():
-                if self.main:
-                    self.run_dir.mkdir(parents=True, exist_ok=True)
-                    (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg))
-                self.setup_device()
-                self.setup_data()
-                self.setup_model()
-                self.setup_optimizer()
+                self.setup()
                 if saved is not None:
                     self.resume(saved)
             return self.fit()
+
+    def setup(self) -> None:
+        """Everything before the first step: the run directory's config, the device,
+        the data, the model and the optimiser."""
+        if self.data_key is None and self.main:
+            self.data_key = corpus_key(self.cfg.data)
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg))
+        self.setup_device()
+        self.setup_data()
+        self.setup_model()
+        self.setup_optimizer()
 
     # ----- setup -----------------------------------------------------------------------------
 
@@ -169,6 +177,9 @@ class Trainer:
             self.precision,
         )
         self.objective = Objective(self.model)
+        if self.tcfg.compile:
+            # Batch sizes and lengths vary: one graph with symbolic shapes, not one per shape.
+            self.objective = torch.compile(self.objective, dynamic=True)
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.objective = nn.parallel.DistributedDataParallel(self.objective, device_ids=ids)
@@ -181,7 +192,12 @@ class Trainer:
     def setup_optimizer(self) -> None:
         o = self.cfg.optim
         optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay
+            self.model.parameters(),
+            lr=o.lr,
+            betas=tuple(o.betas),
+            eps=o.eps,
+            weight_decay=o.weight_decay,
+            fused=o.fused,
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, inverse_sqrt(o.warmup_steps))
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")

@@ -30,6 +30,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seq2seq.models.attention import build_attention
 from seq2seq.models.base import EncoderDecoder, State, check_rates, check_sizes
+from seq2seq.models.dropout import Dropout
 from seq2seq.special import PAD_ID
 
 RNN_CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
@@ -68,7 +69,7 @@ class RecurrentEncoder(nn.Module):
         if hidden_size % self.directions:
             raise ValueError(f"hidden_size {hidden_size} must be even for a bidirectional encoder")
         self.embedding = embedding
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.rnn = make_rnn(
             cell,
             embedding.embedding_dim,
@@ -185,7 +186,7 @@ class RecurrentEncoderDecoder(EncoderDecoder):
             attention, hidden_size, hidden_size, local_window, max_positions
         )
         self.combine = nn.Linear(2 * hidden_size, hidden_size, bias=False)  # W_c
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.output = nn.Linear(hidden_size, tgt_vocab_size)
         if tie_embeddings:
             self.output.weight = self.tgt_embed.weight

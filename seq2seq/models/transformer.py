@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seq2seq.models.base import EncoderDecoder, State, check_rates, check_sizes
+from seq2seq.models.dropout import Dropout, dropout
 from seq2seq.special import PAD_ID
 
 
@@ -69,12 +70,17 @@ class MultiHeadAttention(nn.Module):
             q, (k, v) = self.split(self.q(x)), kv
         causal = mask is None and cache is None and q.size(2) > 1
         weights = None
-        if need_weights:
+        # Training on the CPU takes the explicit softmax: at these lengths its matmuls beat
+        # the fused kernel, whose backward is several times slower still in bf16.
+        if need_weights or (self.training and x.device.type == "cpu"):
             scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (N, h, G * T, S)
+            if causal:
+                mask = torch.ones(scores.shape[-2:], dtype=torch.bool, device=x.device).tril()  # (T, S)
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))
-            weights = scores.float().softmax(dim=-1)
-            y = weights.to(v.dtype) @ v
+            probs = scores.float().softmax(dim=-1)  # (N, h, G * T, S)
+            weights = probs if need_weights else None
+            y = dropout(probs, self.dropout, self.training).to(v.dtype) @ v
         else:
             drop = self.dropout if self.training else 0.0
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, is_causal=causal)
@@ -97,7 +103,7 @@ class Layer(nn.Module):
         )
         self.ffn = nn.Sequential(nn.Linear(d_model, ffn_dim), nn.ReLU(), nn.Linear(ffn_dim, d_model))
         self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(3 if decoder else 2))
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def sublayer(self, i, x, fn):
         """Residual around fn, with LayerNorm before (pre-norm) or after (post-norm)."""
@@ -190,7 +196,7 @@ class Transformer(EncoderDecoder):
         self.decoder = nn.ModuleList(Layer(*args, True, pre_norm) for _ in range(decoder_layers))
         self.encoder_norm = nn.LayerNorm(d_model) if pre_norm else nn.Identity()
         self.decoder_norm = nn.LayerNorm(d_model) if pre_norm else nn.Identity()
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.output = nn.Linear(d_model, tgt_vocab_size, bias=False)
         self._init_weights()
         if tie_embeddings:
