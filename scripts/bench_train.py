@@ -34,6 +34,7 @@ import torch
 
 from seq2seq.config import compose
 from seq2seq.data.batching import token_batches
+from seq2seq.data.prepare import corpus_key
 from seq2seq.train_step import train_step
 from seq2seq.trainer import Trainer
 
@@ -56,9 +57,13 @@ class Setting:
     def __init__(self, model: str, overrides: str, work: Path, batches: int):
         self.name = overrides or "(defaults)"
         cfg = compose("train", [f"+model={model}", "trainer.num_threads=2", *overrides.split()])
-        self.trainer = Trainer(cfg, Path(tempfile.mkdtemp(dir=work)))
-        self.trainer.setup()
-        t = self.trainer
+        self.trainer = t = Trainer(cfg, Path(tempfile.mkdtemp(dir=work)))
+        if hasattr(t, "setup"):
+            t.setup()
+        else:  # an earlier tree on PYTHONPATH, before Trainer.setup (the same steps)
+            t.data_key = corpus_key(cfg.data)
+            t.run_dir.mkdir(parents=True, exist_ok=True)
+            t.setup_device(), t.setup_data(), t.setup_model(), t.setup_optimizer()
         order = token_batches(*t.lengths, t.tcfg.max_tokens, cfg.seed, 0)[:batches]
         self.batches = [t.pairs.__getitems__(rows).to(t.device) for rows in order]
         opt = t.opt

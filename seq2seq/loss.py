@@ -38,10 +38,13 @@ class TokenLosses(torch.autograd.Function):
         for start in range(0, logits.size(0), CHUNK):
             rows = slice(start, start + CHUNK)
             g_n, g_u = grad_nll[rows, None], grad_uniform[rows, None]  # (n, 1)
-            probs = (logits[rows].to(lse.dtype) - lse[rows, None]).exp_()  # (n, V)
-            chunk = probs.mul_(g_n + g_u).sub_(g_u / V)  # d/dlogits of g_n * nll + g_u * uniform ...
+            out = grad[rows]  # (n, V), a view: fp32 logits are worked on in place
+            shifted = logits[rows].to(lse.dtype)
+            chunk = torch.sub(shifted, lse[rows, None], out=out if out.dtype == lse.dtype else None)
+            chunk.exp_().mul_(g_n + g_u).sub_(g_u / V)  # d/dlogits of g_n * nll + g_u * uniform ...
             chunk.scatter_add_(1, target[rows, None], -g_n)  # ... minus g_n at the reference token
-            grad[rows] = chunk
+            if chunk is not out:
+                out.copy_(chunk)  # bf16 logits: the fp32 chunk cast once
         return grad, None
 
 

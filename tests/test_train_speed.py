@@ -11,6 +11,7 @@ from seq2seq.device import pick_precision
 from seq2seq.loss import CHUNK, label_smoothed_cross_entropy
 from seq2seq.models import Transformer
 from seq2seq.models.dropout import LEVELS, dropout
+from seq2seq.models.transformer import MultiHeadAttention
 from seq2seq.train_step import Objective, Optimization, inverse_sqrt, train_step
 
 CPU = torch.device("cpu")
@@ -69,18 +70,18 @@ def tiny_batch():
     return collate(src, tgt)
 
 
-def test_cpu_training_attention_equals_the_fused_kernel():
-    """Training mode on the CPU takes the explicit softmax; with no dropout it gives
-    eval mode's (the fused kernel's) outputs."""
+@pytest.mark.parametrize("causal", [True, False])
+def test_explicit_attention_equals_the_fused_kernel(causal):
+    """The explicit softmax (taken on the CPU for bf16, for attention dropout, and for
+    weights) gives the fused kernel's output."""
     torch.manual_seed(0)
-    model = Transformer(40, 40, d_model=32, heads=4, ffn_dim=64, dropout=0.0)
-    b = tiny_batch()
-    model.train()
-    explicit = model.features(b.src, b.src_lengths, b.tgt_in)
-    model.eval()
-    fused = model.features(b.src, b.src_lengths, b.tgt_in)
-    keep = b.tgt_out != 0
-    assert torch.allclose(explicit[keep], fused[keep], atol=1e-5)
+    attention = MultiHeadAttention(32, 4, dropout=0.0, cross=False).eval()
+    x = torch.randn(3, 7, 32)
+    mask = None if causal else (torch.arange(7) < torch.tensor([[7], [4], [2]])).view(3, 1, 1, 7)
+    fused, _, _ = attention(x, mask)
+    explicit, _, weights = attention(x, mask, need_weights=True)
+    assert weights is not None
+    assert torch.allclose(explicit, fused, atol=1e-6)
 
 
 def one_step(model, precision, fused=False, objective=None, steps=1):

@@ -69,10 +69,12 @@ class MultiHeadAttention(nn.Module):
         else:
             q, (k, v) = self.split(self.q(x)), kv
         causal = mask is None and cache is None and q.size(2) > 1
+        drop = self.dropout if self.training else 0.0
         weights = None
-        # Training on the CPU takes the explicit softmax: at these lengths its matmuls beat
-        # the fused kernel, whose backward is several times slower still in bf16.
-        if need_weights or (self.training and x.device.type == "cpu"):
+        # On the CPU the fused kernel is the faster one only in fp32 without dropout; with
+        # bf16 or dropout the explicit softmax measured 1.4-4x faster (docs/BENCHMARKS.md).
+        explicit = x.device.type == "cpu" and (q.dtype != torch.float32 or drop > 0)
+        if need_weights or explicit:
             scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (N, h, G * T, S)
             if causal:
                 mask = torch.ones(scores.shape[-2:], dtype=torch.bool, device=x.device).tril()  # (T, S)
@@ -80,9 +82,8 @@ class MultiHeadAttention(nn.Module):
                 scores = scores.masked_fill(~mask, float("-inf"))
             probs = scores.float().softmax(dim=-1)  # (N, h, G * T, S)
             weights = probs if need_weights else None
-            y = dropout(probs, self.dropout, self.training).to(v.dtype) @ v
+            y = dropout(probs, drop, self.training).to(v.dtype) @ v
         else:
-            drop = self.dropout if self.training else 0.0
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, is_causal=causal)
         y = y.transpose(1, 2).reshape(B, T, D)  # (N, h, G * T, d) -> (B, T, D)
         if weights is not None:
