@@ -68,7 +68,9 @@ def train_step(objective, batch, opt: Optimization, device, precision: str, stop
     keep = batch.tgt_out != PAD_ID  # (B, T)
     with autocast(device, precision):
         logits = objective(batch.src, batch.src_lengths, batch.tgt_in, keep)  # (N, V)
-    loss_sum, _ = label_smoothed_cross_entropy(logits, batch.tgt_out[keep], opt.label_smoothing)
+    loss_sum, _ = label_smoothed_cross_entropy(
+        logits, batch.tgt_out[keep], opt.label_smoothing, overwrite_logits=True
+    )  # the logits are not used after the loss
     total, tokens, stops = distributed.all_sum([loss_sum.item(), float(keep.sum()), float(stop)], device)
     loss, stop = total / tokens, stops > 0
     opt.optimizer.zero_grad(set_to_none=True)

@@ -43,6 +43,22 @@ def test_fused_loss_and_gradient_match_the_formula(dtype, tol):
     assert grad[::5].abs().max().item() == 0.0  # padding rows get no gradient
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_loss_overwriting_the_logits_gives_the_same_gradients(dtype):
+    """Training's loss writes the logits' gradient over the logits (a non-leaf output of
+    the output layer); the gradients reaching the layer are the same, bit for bit."""
+    torch.manual_seed(0)
+    x = torch.randn(CHUNK + 10, 16, dtype=dtype, requires_grad=True)
+    weight = torch.randn(50, 16, dtype=dtype, requires_grad=True)
+    target = torch.randint(0, 50, (CHUNK + 10,))
+    grads = []
+    for overwrite in (False, True):
+        logits = x @ weight.T  # (N, V)
+        loss, _ = label_smoothed_cross_entropy(logits, target, 0.1, overwrite_logits=overwrite)
+        grads.append(torch.autograd.grad(loss, (x, weight)))
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
+
+
 def test_fused_loss_passes_gradcheck():
     logits = torch.randn(CHUNK + 3, 6, dtype=torch.float64, requires_grad=True)
     target = torch.randint(0, 6, (CHUNK + 3,))
