@@ -16,9 +16,9 @@ final LayerNorm, sinusoidal positions, embeddings scaled by sqrt(d_model) and al
 dropout 0.1, attention and activation dropout 0, label smoothing 0.1, Adam (0.9, 0.98) eps
 1e-9, lr 1e-3 (400 linear warmup steps, then 1/sqrt(step)), clip-norm 1.0, seed 1, on 2
 CPU threads (ours: ``trainer.precision=auto``, bf16 autocast on a CPU with AMX; fairseq: fp32
-unless ``--extra-fairseq --bf16``), one data-loading worker, no validation or checkpoint while measuring: our
-defaults (``seq2seq/config.py``, ``configs/model/transformer.yaml``), given to fairseq as
-flags (its default Adam eps is 1e-8). What differs:
+unless ``--extra-fairseq=--bf16``), one data-loading worker, no validation or checkpoint while
+measuring: our defaults (``seq2seq/config.py``, ``configs/model/transformer.yaml``), given
+to fairseq as flags (its default Adam eps is 1e-8). What differs:
 
 * batches: both cap n sentences times the largest max(source, target) length among them at
   4,096, EOS counted on both sides (ours: ``trainer.max_tokens``, the padded rows, sizes
@@ -41,7 +41,7 @@ median of the windows but the first (warm-up); each side's median over rounds; t
 
     python scripts/bench_train_fairseq.py --fairseq /work/peers/fairseq [--rounds 3]
         [--steps 80] [--workdir /tmp/seq2seq-bench-fairseq] [--extra-seq2seq 'key=value ...']
-        [--extra-fairseq '--flag ...'] [--baseline-tree DIR]
+        [--extra-fairseq='--flag ...'] [--baseline-tree DIR]
 
 ``--baseline-tree DIR`` adds our trainer run from another checkout (``git worktree add DIR
 COMMIT``) as a third column, so one interleaved run gives before, after and fairseq.
@@ -200,7 +200,9 @@ def main():
     parser.add_argument(
         "--extra-seq2seq", default="", help="our trainer's overrides, 'k=v k=v' (data.*: both)"
     )
-    parser.add_argument("--extra-fairseq", default="", help="more fairseq-train flags, e.g. '--bf16'")
+    parser.add_argument(
+        "--extra-fairseq", default="", help="more fairseq-train flags, written --extra-fairseq='--bf16'"
+    )
     parser.add_argument(
         "--baseline-tree", type=Path, help="also our trainer from another checkout (e.g. before a change)"
     )
