@@ -16,7 +16,9 @@ compilation of ``trainer.compile=true``).
 
 With no ``--setting``: the defaults against the eager fp32 step. ``--profile`` also
 prints, per setting, the operators that took the most time over ``--steps`` steps
-(torch.profiler, self CPU time, milliseconds per step).
+(torch.profiler, self CPU time, milliseconds per step). ``--bf16-weights`` adds a
+prototype that the trainer does not offer (``BF16Weights``). The last column, the mean
+training loss over the steps of the last round, shows that the settings learn alike.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ import torch
 from seq2seq.config import compose
 from seq2seq.data.batching import token_batches
 from seq2seq.data.prepare import corpus_key
-from seq2seq.train_step import train_step
+from seq2seq.loss import label_smoothed_cross_entropy
+from seq2seq.special import PAD_ID
+from seq2seq.train_step import inverse_sqrt, train_step
 from seq2seq.trainer import Trainer
 
 EAGER_FP32 = "trainer.precision=fp32 optim.fused=false"
@@ -71,6 +75,7 @@ class Setting:
             (t.model.state_dict(), opt.optimizer.state_dict(), opt.scheduler.state_dict())
         )
         self.warmup_s: list[float] = []
+        self.losses: list[float] = []  # per target token, of every step run
 
     def restart(self) -> None:
         """Back to the initial weights, optimiser state, learning rate and dropout masks."""
@@ -87,7 +92,63 @@ class Setting:
         t = self.trainer
         tokens = 0
         for batch in batches:
-            tokens += train_step(t.objective, batch, t.opt, t.device, t.precision).tokens
+            result = train_step(t.objective, batch, t.opt, t.device, t.precision)
+            self.losses.append(result.loss)
+            tokens += result.tokens
+        return tokens
+
+
+class BF16Weights(Setting):
+    """A prototype, measured against autocast: the model's weights in bf16 and no autocast,
+    fp32 master copies of them in a fused Adam (the gradients cast up, the weights cast down
+    after each update), the defaults' loss, clipping and learning-rate schedule."""
+
+    def __init__(self, model: str, work: Path, batches: int):
+        super().__init__(model, "trainer.precision=fp32", work, batches)
+        self.name = "bf16 weights, fp32 master copies (prototype, --bf16-weights)"
+        t, o = self.trainer, self.trainer.cfg.optim
+        self.params = list(t.model.parameters())
+        self.start = [p.detach().clone() for p in self.params]
+        self.masters = [p.detach().clone() for p in self.params]
+        t.model.to(torch.bfloat16)
+        t.precision = "bf16 weights"
+        self.adam = torch.optim.Adam(self.masters, lr=o.lr, betas=tuple(o.betas), eps=o.eps, fused=True)
+        self.schedule = inverse_sqrt(o.warmup_steps)
+
+    def restart(self) -> None:
+        with torch.no_grad():
+            for start, master, param in zip(self.start, self.masters, self.params, strict=True):
+                master.copy_(start)
+                param.copy_(start)
+        self.adam.state.clear()
+        self.updates = 0
+        torch.manual_seed(self.trainer.cfg.seed)
+        self.trainer.model.train()
+
+    def steps(self, batches) -> int:
+        t, o = self.trainer, self.trainer.cfg.optim
+        tokens = 0
+        for batch in batches:
+            keep = batch.tgt_out != PAD_ID  # (B, T)
+            logits = t.objective(batch.src, batch.src_lengths, batch.tgt_in, keep)  # (N, V) bf16
+            loss, _ = label_smoothed_cross_entropy(
+                logits, batch.tgt_out[keep], o.label_smoothing, overwrite_logits=True
+            )
+            n = int(keep.sum())
+            (loss / n).backward()
+            for master, param in zip(self.masters, self.params, strict=True):
+                master.grad, param.grad = param.grad.float(), None
+            torch.nn.utils.clip_grad_norm_(self.masters, o.clip_norm)
+            for group in self.adam.param_groups:
+                group["lr"] = o.lr * self.schedule(self.updates)  # as LambdaLR: factor(0) first
+            self.updates += 1
+            self.adam.step()
+            self.adam.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                for master, param in zip(self.masters, self.params, strict=True):
+                    param.copy_(master)
+            self.losses.append(loss.item() / n)
+            tokens += n
         return tokens
 
 
@@ -135,10 +196,15 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="also print each setting's top operators")
     parser.add_argument("--rows", type=int, default=20, help="operators in each profile")
+    parser.add_argument(
+        "--bf16-weights", action="store_true", help="also a prototype: bf16 weights, fp32 masters"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="seq2seq-bench-train-"))
     names = args.setting if args.setting is not None else ["", EAGER_FP32]
     settings = [Setting(args.model, s, work, args.warmup + args.steps) for s in names]
+    if args.bf16_weights:
+        settings.insert(0, BF16Weights(args.model, work, args.warmup + args.steps))
     tokens = statistics.mean(b.num_tgt_tokens for b in settings[0].batches)
     print(
         f"# {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
@@ -150,14 +216,18 @@ def main():
         for s in settings:
             rates[s.name].append(timed(s, args.warmup))
     base = statistics.median(rates[settings[-1].name])
-    print("| setting | precision | target tokens/s (median) | per round | vs last row | warm-up s |")
-    print("|---|---|---:|---|---:|---:|")
+    per_round = args.warmup + args.steps  # every round runs the same batches from the same weights
+    print(
+        "| setting | precision | target tokens/s (median) | per round | vs last row | warm-up s "
+        "| mean loss of a round |"
+    )
+    print("|---|---|---:|---|---:|---:|---:|")
     for s in settings:
         median = statistics.median(rates[s.name])
         rounds = " / ".join(f"{r:,.0f}" for r in rates[s.name])
         print(
             f"| `{s.name}` | {s.trainer.precision} | {median:,.0f} | {rounds} | {median / base:.2f}× "
-            f"| {max(s.warmup_s):.1f} |"
+            f"| {max(s.warmup_s):.1f} | {statistics.mean(s.losses[-per_round:]):.4f} |"
         )
     if args.profile:
         for s in settings:
