@@ -17,7 +17,9 @@ compilation of ``trainer.compile=true``).
 With no ``--setting``: the defaults against the eager fp32 step. ``--profile`` also
 prints, per setting, the operators that took the most time over ``--steps`` steps
 (torch.profiler, self CPU time, milliseconds per step). ``--bf16-weights`` adds a
-prototype that the trainer does not offer (``BF16Weights``). The last column, the mean
+prototype that the trainer does not offer (``BF16Weights``). Model TFLOP/s: the matrix
+products of a step (forward and backward, ``FlopCounterMode``) per target token times
+target tokens/s; ``--peak-tflops P`` adds model FLOPs utilisation, that over P. The last column, the mean
 training loss over the steps of the last round, shows that the settings learn alike.
 """
 
@@ -163,6 +165,21 @@ def timed(setting: Setting, warmup: int) -> float:
     return tokens / (time.perf_counter() - start)
 
 
+def flops_per_token(setting: Setting) -> float | None:
+    """Floating-point operations of one training step per target token: the matrix
+    products of the forward and backward passes as torch's FlopCounterMode counts
+    them, on the first batch (None where the setting cannot be counted, e.g. compiled)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    setting.restart()
+    try:
+        with FlopCounterMode(display=False) as counter:
+            tokens = setting.steps(setting.batches[:1])
+    except Exception:  # noqa: BLE001 - a figure left out, not a failed benchmark
+        return None
+    return counter.get_total_flops() / tokens
+
+
 def profile(setting: Setting, warmup: int, rows: int) -> None:
     """Print the operators with the most self CPU time per step."""
     from torch.profiler import ProfilerActivity
@@ -185,6 +202,15 @@ def profile(setting: Setting, warmup: int, rows: int) -> None:
     print(f"| all operators | {total / 1000 / len(measured):.1f} | 100% | |")
 
 
+def utilisation(setting: Setting, tokens_per_s: float, peak_tflops: float | None) -> str:
+    """Two table cells: model TFLOP/s and, given the peak, its share of the peak."""
+    flops = flops_per_token(setting)
+    if flops is None:
+        return "n/a | n/a"
+    tflops = flops * tokens_per_s / 1e12
+    return f"{tflops:.3f} | " + (f"{tflops / peak_tflops:.1%}" if peak_tflops else "n/a")
+
+
 def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -196,6 +222,11 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="also print each setting's top operators")
     parser.add_argument("--rows", type=int, default=20, help="operators in each profile")
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        help="the hardware's peak for the precision measured, for model FLOPs utilisation",
+    )
     parser.add_argument(
         "--bf16-weights", action="store_true", help="also a prototype: bf16 weights, fp32 masters"
     )
@@ -219,15 +250,16 @@ def main():
     per_round = args.warmup + args.steps  # every round runs the same batches from the same weights
     print(
         "| setting | precision | target tokens/s (median) | per round | vs last row | warm-up s "
-        "| mean loss of a round |"
+        "| mean loss of a round | model TFLOP/s | MFU |"
     )
-    print("|---|---|---:|---|---:|---:|---:|")
+    print("|---|---|---:|---|---:|---:|---:|---:|---:|")
     for s in settings:
         median = statistics.median(rates[s.name])
         rounds = " / ".join(f"{r:,.0f}" for r in rates[s.name])
         print(
             f"| `{s.name}` | {s.trainer.precision} | {median:,.0f} | {rounds} | {median / base:.2f}× "
-            f"| {max(s.warmup_s):.1f} | {statistics.mean(s.losses[-per_round:]):.4f} |"
+            f"| {max(s.warmup_s):.1f} | {statistics.mean(s.losses[-per_round:]):.4f} "
+            f"| {utilisation(s, median, args.peak_tflops)} |"
         )
     if args.profile:
         for s in settings:
