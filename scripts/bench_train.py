@@ -105,8 +105,8 @@ class BF16Weights(Setting):
     fp32 master copies of them in a fused Adam (the gradients cast up, the weights cast down
     after each update), the defaults' loss, clipping and learning-rate schedule."""
 
-    def __init__(self, model: str, work: Path, batches: int):
-        super().__init__(model, "trainer.precision=fp32", work, batches)
+    def __init__(self, model: str, overrides: str, work: Path, batches: int):
+        super().__init__(model, f"{overrides} trainer.precision=fp32".strip(), work, batches)
         self.name = "bf16 weights, fp32 master copies (prototype, --bf16-weights)"
         t, o = self.trainer, self.trainer.cfg.optim
         self.params = list(t.model.parameters())
@@ -235,7 +235,7 @@ def main():
     names = args.setting if args.setting is not None else ["", EAGER_FP32]
     settings = [Setting(args.model, s, work, args.warmup + args.steps) for s in names]
     if args.bf16_weights:
-        settings.insert(0, BF16Weights(args.model, work, args.warmup + args.steps))
+        settings.insert(0, BF16Weights(args.model, "", work, args.warmup + args.steps))
     tokens = statistics.mean(b.num_tgt_tokens for b in settings[0].batches)
     print(
         f"# {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
