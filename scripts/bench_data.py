@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from seq2seq.device import cpu_name
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -174,10 +176,7 @@ def main():
     args = parser.parse_args()
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), ""
-    )
-    print(f"# {cpu or platform.processor()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"# {cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}")
 
     src, tgt = generate(work, args.pairs, args.extra)
     cache = work / f"cache{args.pairs}"

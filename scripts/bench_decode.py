@@ -61,6 +61,7 @@ from omegaconf import OmegaConf
 
 from seq2seq.config import CONFIG_DIR, DecodingConfig, model_preset
 from seq2seq.data.batching import collate
+from seq2seq.device import cpu_name
 from seq2seq.models.base import EncoderDecoder, State
 from seq2seq.special import BOS_ID, EOS_ID, PAD_ID
 
@@ -425,14 +426,8 @@ def run_isolated(spec: dict) -> dict:
 
 
 def hardware_line(threads: int | None) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = re.search(r"^model name\s*:\s*(.+)$", f.read(), re.M).group(1).strip()
-    except (OSError, AttributeError):
-        pass
     return (
-        f"# {cpu}; {os.cpu_count()} logical cores; torch {torch.__version__}; "
+        f"# {cpu_name()}; {os.cpu_count()} logical cores; torch {torch.__version__}; "
         f"{threads or torch.get_num_threads()} threads; Python {platform.python_version()}"
     )
 

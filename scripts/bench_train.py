@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -39,22 +37,13 @@ import torch
 from seq2seq.config import compose
 from seq2seq.data.batching import token_batches
 from seq2seq.data.prepare import corpus_key
+from seq2seq.device import cpu_name
 from seq2seq.loss import label_smoothed_cross_entropy
 from seq2seq.special import PAD_ID
 from seq2seq.train_step import inverse_sqrt, train_step
 from seq2seq.trainer import Trainer
 
 EAGER_FP32 = "trainer.precision=fp32 optim.fused=false"
-
-
-def cpu_name() -> str:
-    """The CPU as ``lscpu`` names it."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or platform.machine()
-    names = [line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")]
-    return names[0] if names else platform.machine()
 
 
 class Setting:

@@ -68,6 +68,8 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
+from seq2seq.device import cpu_name
+
 ROOT = Path(__file__).resolve().parent.parent
 SPECIALS = 4  # fairseq's <s> <pad> </s> <unk>, and our <pad> <unk> <s> </s>: ids 0-3
 # 0.12.2 loads the valid subset even with --disable-validation: --valid-subset names one that exists
@@ -211,8 +213,7 @@ def main():
         parser.error("--steps must be at least 20: two log windows")
     extra, work, peer = shlex.split(args.extra_seq2seq), args.workdir.resolve(), args.fairseq / "bin/python"
     work.mkdir(parents=True, exist_ok=True)
-    cpu = re.search(r"^Model name:\s*(.+)$", run_quietly(["lscpu"]), re.M)
-    print(f"# {cpu.group(1) if cpu else 'unknown CPU'}, {os.cpu_count()} cores, 2 torch threads")
+    print(f"# {cpu_name()}, {os.cpu_count()} cores, 2 torch threads")
     fairseq_version = version(peer, "fairseq")
     print(f"# seq2seq: torch {version(sys.executable, 'torch')}")
     print(f"# fairseq {fairseq_version}: torch {version(peer, 'torch')}")

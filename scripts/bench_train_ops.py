@@ -30,6 +30,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from seq2seq.device import cpu_name
 from seq2seq.loss import label_smoothed_cross_entropy
 from seq2seq.models.dropout import dropout
 from seq2seq.models.transformer import Transformer
@@ -118,8 +119,6 @@ def main():
     torch.manual_seed(0)
     table = [*rows(torch.float32), *rows(torch.bfloat16)]
     table.append(("Adam step, 7.6M fp32 parameters", adam_step(False), adam_step(True)))
-    from bench_train import cpu_name  # scripts/ is on sys.path when run as a script
-
     print(f"# {cpu_name()}, {args.threads} threads, torch {torch.__version__}; ms per call, median")
     print("| piece | PyTorch | seq2seq's own | speed-up |")
     print("|---|---:|---:|---:|")

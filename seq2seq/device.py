@@ -7,6 +7,7 @@ their precision with ``pick_precision`` and wrap the forward pass in ``autocast`
 from __future__ import annotations
 
 import contextlib
+import platform
 
 import torch
 
@@ -22,20 +23,34 @@ def pick_device(name: str, key: str = "trainer.device") -> torch.device:
     return torch.device(name)
 
 
-def cpu_has_amx_bf16() -> bool:
-    """Whether this CPU multiplies bf16 matrices on AMX tiles (Linux's ``amx_bf16`` flag)."""
+def cpuinfo(field: str) -> str:
+    """The first ``field`` of Linux's /proc/cpuinfo ("model name", "flags"); "" elsewhere."""
     try:
         with open("/proc/cpuinfo") as f:
-            return any(line.startswith("flags") and " amx_bf16" in line for line in f)
+            for line in f:
+                name, _, value = line.partition(":")
+                if name.strip() == field:
+                    return value.strip()
     except OSError:
-        return False
+        pass
+    return ""
+
+
+def cpu_name() -> str:
+    """The CPU as ``lscpu`` names it ("Model name"), for benchmark reports."""
+    return cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpu_has_amx_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices on AMX tiles (Linux's ``amx_bf16`` flag)."""
+    return "amx_bf16" in cpuinfo("flags").split()
 
 
 def pick_precision(
     name: str, device: torch.device, key: str = "trainer.precision", train: bool = True
 ) -> str:
     """``auto``: bf16 autocast on CUDA (fp16 where bf16 is missing); on the CPU bf16 for
-    training where the CPU has AMX (measured about 1.5x fp32, ``scripts/bench_train.py``), else fp32.
+    training where the CPU has AMX (measured 1.7-2x fp32, ``scripts/bench_train.py``), else fp32.
     Decoding (``train=False``) stays fp32 on every CPU."""
     if name == "auto":
         if device.type == "cuda":
