@@ -1,4 +1,5 @@
-"""What training reports, and where: the log, ``metrics.jsonl``, TensorBoard and a progress bar.
+"""What training reports, and where: the log, ``metrics.jsonl`` (a row per step),
+``validations.jsonl`` (a row per validation), TensorBoard and a progress bar.
 
 Only the main process reports (``enabled``); the others get a ``TrainingLog`` that
 writes nothing. Target tokens/s counts the time of the training steps alone, so
@@ -19,14 +20,15 @@ log = logging.getLogger("seq2seq.train")
 
 class TrainingLog:
     """Per step: a ``metrics.jsonl`` row. Every ``log_every`` steps: a log line and
-    TensorBoard scalars. Every validation: its scores, sample translations and heatmaps."""
+    TensorBoard scalars. Every validation: a ``validations.jsonl`` row with its scores and
+    the seconds of training so far, sample translations and heatmaps."""
 
     def __init__(
         self, run_dir: Path, log_every: int, total_steps: int | None, step: int, enabled: bool, bar: bool
     ):
         self.enabled, self.log_every = enabled, log_every
         self.window_tokens, self.window_seconds = 0, 0.0
-        self.writer = self.metrics = self.bar = None
+        self.writer = self.metrics = self.validations = self.bar = None
         if not enabled:
             return
         from torch.utils.tensorboard import SummaryWriter
@@ -34,6 +36,7 @@ class TrainingLog:
 
         self.writer = SummaryWriter(str(run_dir / "tensorboard"))
         self.metrics = open(run_dir / "metrics.jsonl", "a", buffering=1)  # a line per step, as it happens
+        self.validations = open(run_dir / "validations.jsonl", "a", buffering=1)
         show = bar and sys.stderr.isatty()
         self.bar = tqdm(
             total=total_steps,
@@ -71,10 +74,13 @@ class TrainingLog:
         )
         self.window_tokens, self.window_seconds = 0, 0.0
 
-    def validation(self, step: int, result, best_bleu: float, improved: bool) -> None:
-        """Log the scores of a ``Validation``."""
+    def validation(self, step: int, result, best_bleu: float, improved: bool, elapsed: float) -> None:
+        """Log the scores of a ``Validation`` at ``step``, after ``elapsed`` seconds of training."""
         if not self.enabled:
             return
+        row = {"step": step, "elapsed": round(elapsed, 1), "improved": improved}
+        row |= {name: round(getattr(result, name), 4) for name in ("loss", "ppl", "bleu")}
+        self.validations.write(json.dumps(row) + "\n")
         for name in ("loss", "ppl", "bleu"):
             self.writer.add_scalar(f"valid/{name}", getattr(result, name), step)
         log.info(
@@ -117,3 +123,4 @@ class TrainingLog:
             self.bar.close()
             self.writer.close()
             self.metrics.close()
+            self.validations.close()

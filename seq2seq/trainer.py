@@ -354,7 +354,7 @@ class Trainer:
                 improved = result.bleu > p.best_bleu
                 p.best_bleu, p.bad_evals = (result.bleu, 0) if improved else (p.best_bleu, p.bad_evals + 1)
                 p.validated_step = p.step
-                self.log.validation(p.step, result, p.best_bleu, improved)
+                self.log.validation(p.step, result, p.best_bleu, improved, p.elapsed)
         # Every process takes the main process's outcome, so that all of them stop alike.
         improved, aborted, p.best_bleu, p.bad_evals, p.validated_step = distributed.from_main(
             (improved, aborted, p.best_bleu, p.bad_evals, p.validated_step)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -65,6 +68,10 @@ def test_train_writes_the_run_directory(trained):
     assert ckpt["config"]["model"]["_target_"] == "seq2seq.models.transformer.Transformer"
     assert ckpt["tokenizer"]["files"] == {"src": "tokenizer/spm.model", "tgt": "tokenizer/spm.model"}
     assert "validation at step 4" in first.stderr and "target tokens/s" in first.stderr
+    rows = [json.loads(line) for line in (run / "validations.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4, 6] and rows[0]["improved"]  # the resumed run appends
+    assert 0 < rows[0]["elapsed"] <= rows[1]["elapsed"] <= rows[2]["elapsed"]
+    assert all(r["loss"] > 0 and r["ppl"] > 1 for r in rows)
 
 
 def test_train_again_resumes_from_last(trained):
@@ -181,6 +188,12 @@ def test_multirun_sweep(tiny_corpus, tmp_path):
     for job, lr in (("0", 1e-3), ("1", 5e-4)):
         ckpt = torch.load(tmp_path / "sweep" / job / "checkpoints" / "last.pt", weights_only=True)
         assert ckpt["config"]["optim"]["lr"] == lr
+    script = Path(__file__).resolve().parent.parent / "scripts" / "sweep_table.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "sweep"], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| optim.lr=")]
+    assert sorted(row.split(" |")[0] for row in rows) == ["| optim.lr=0.0005", "| optim.lr=0.001"], out
 
 
 @pytest.mark.parametrize(
