@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from seq2seq import distributed
@@ -32,14 +33,19 @@ class Objective(nn.Module):
     ``forward`` computes, so training calls this module, not the model's methods.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, rows_multiple: int = 1):
         super().__init__()
         self.model = model
+        self.rows_multiple = rows_multiple  # see seq2seq.device.output_rows_multiple
 
     def forward(self, src, src_lengths, tgt_in, keep):
         """src (B, S), src_lengths (B,), tgt_in (B, T), keep (B, T) -> logits (N, V), N = keep.sum()."""
         features = self.model.features(src, src_lengths, tgt_in)  # (B, T, D)
-        return self.model.project(features[keep])  # (N, V): padding skips the output layer
+        kept = features[keep]  # (N, D): padding positions skip the output layer
+        n = kept.size(0)
+        if self.rows_multiple > 1:  # (N', D), N' the next multiple: few shapes for the output layer
+            kept = F.pad(kept, (0, 0, 0, -n % self.rows_multiple))
+        return self.model.project(kept)[:n]  # (N, V)
 
 
 @dataclass

@@ -35,7 +35,7 @@ from seq2seq.data.corpus import read_parallel
 from seq2seq.data.indexed import identity
 from seq2seq.data.prepare import copy_tokenizer, corpus_key, open_prepared, prepare
 from seq2seq.data.tokenizer import open_tokenizer
-from seq2seq.device import pick_device, pick_precision, set_threads
+from seq2seq.device import output_rows_multiple, pick_device, pick_precision, set_threads
 from seq2seq.errors import UserError
 from seq2seq.metrics import TrainingLog
 from seq2seq.signals import Interrupted, StopSignals, ignore_ctrl_c
@@ -176,7 +176,7 @@ class Trainer:
             self.device,
             self.precision,
         )
-        self.objective = Objective(self.model)
+        self.objective = Objective(self.model, output_rows_multiple(self.device, self.precision))
         if self.tcfg.compile:
             # Batch sizes and lengths vary: one graph with symbolic shapes, not one per shape.
             self.objective = torch.compile(self.objective, dynamic=True)

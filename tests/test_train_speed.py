@@ -145,3 +145,20 @@ def test_auto_precision_is_bf16_for_training_on_amx_cpus_only(monkeypatch):
     monkeypatch.setattr(device_module, "cpu_has_amx_bf16", lambda: False)
     assert pick_precision("auto", CPU) == "fp32"
     assert pick_precision("fp32", CPU) == "fp32"
+
+
+def test_padded_output_rows_change_no_loss_or_gradient():
+    """Under CPU autocast the output layer's rows are padded to a multiple of 256, so that
+    oneDNN meets a few shapes rather than a new one per batch (which grew the process
+    until it ran out of memory); the losses and weights stay those of no padding."""
+    assert device_module.output_rows_multiple(CPU, "bf16") == 256
+    assert device_module.output_rows_multiple(CPU, "fp32") == 1
+    seen = []
+    plain, padded = tiny_model(), tiny_model()
+    padded.output.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[0]))
+    a = one_step(plain, "fp32", steps=2)
+    b = one_step(padded, "fp32", objective=Objective(padded, rows_multiple=256), steps=2)
+    assert seen == [256, 256]  # the tiny batch's few target tokens, padded
+    assert b == pytest.approx(a, rel=1e-6)
+    for p, q in zip(plain.parameters(), padded.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-6)
