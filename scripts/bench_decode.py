@@ -270,11 +270,9 @@ def export_random_transformer(folder: Path, quantization: str) -> None:
 
 def ct2_decoder(spec: dict):
     """A function (src, src_lengths) -> output token count, for CTranslate2 on the export."""
-    import ctranslate2
+    from seq2seq.ctranslate2_engine import open_engine, translate_options, worker_batch
 
-    from seq2seq.ctranslate2_engine import translate_options
-
-    engine = ctranslate2.Translator(spec["export"], device="cpu", intra_threads=spec["threads"] or 0)
+    engine = open_engine(spec["export"], num_threads=spec["threads"] or 0)
     n = spec["output_tokens"]
     # the engine's own options for the preset, with N + 1 steps forced: no EOS before the last one
     options = translate_options(decoding_config(spec["mode"], spec["beam_size"], n), n + 2)
@@ -283,7 +281,7 @@ def ct2_decoder(spec: dict):
     def decode(src, src_lengths):
         rows = zip(src.tolist(), src_lengths.tolist(), strict=True)
         pieces = [[f"t{t}" for t in row[: length - 1]] for row, length in rows]  # EOS: the engine's
-        results = engine.translate_batch(pieces, **options)
+        results = engine.translate_batch(pieces, max_batch_size=worker_batch(engine, len(pieces)), **options)
         lengths = {len(r.hypotheses[0]) for r in results}
         assert lengths == {n + 1}, f"output lengths {lengths}"
         return n * len(results)

@@ -113,8 +113,8 @@ def precision_setting(extra: str = "", cpu: str = "fp32 on CPU"):
     )
 
 
-def threads_setting():
-    return setting(0, "torch CPU threads (0: torch's default, one per core)", AT_LEAST_0)
+def threads_setting(extra: str = ""):
+    return setting(0, f"torch CPU threads (0: torch's default, one per core){extra}", AT_LEAST_0)
 
 
 # ----------------------------------------------------------------- schemas
@@ -290,7 +290,7 @@ class DecodeConfig:
     )
     device: str = device_setting()
     precision: str = precision_setting("; with ctranslate2, the export's quantization")
-    num_threads: int = threads_setting()
+    num_threads: int = threads_setting("; with ctranslate2 on a CPU, single-threaded workers")
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
 
 

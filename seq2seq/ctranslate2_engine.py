@@ -16,10 +16,12 @@ is, plus what seq2seq needs beside it:
     beam_size, nbest       beam_size, num_hypotheses
     alpha, patience        length_penalty (power: length ** alpha, EOS counted), patience
     no_repeat_ngram_size   no_repeat_ngram_size
-    max_len_a, max_len_b   max_decoding_length: one call per run of sentences that share their limit
+    max_len_a, max_len_b   max_decoding_length: the batch's largest limit, then again for outputs
+                           that reached their own (``CTranslate2Translator.decode``)
     sampling, temperature, top_k, top_p, seed
                            sampling_temperature, sampling_topk, sampling_topp, set_random_seed
-    max_tokens, batch_size the batches seq2seq forms (sorted by length) and passes one at a time
+    max_tokens, batch_size the batches seq2seq forms (sorted by length) and passes one at a time;
+                           on the CPU CTranslate2 splits each among its workers (``open_engine``)
 
 What CTranslate2 does not do is refused with one line (``check_options``): the
 GNMT length penalty, searching to the end (``patience=0``) with a length
@@ -31,6 +33,8 @@ the same options, the output is seq2seq's own, token for token (``tests/test_exp
 from __future__ import annotations
 
 import json
+import math
+import os
 import tempfile
 from pathlib import Path
 
@@ -44,6 +48,9 @@ from seq2seq.translator import Translator
 
 EXPORT_FORMAT = 1
 COMPUTE_TYPES = {"auto": "default", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+# Sentences per worker batch on the CPU: 16 to 128 ran alike, while one batch per worker
+# left a worker idle at the end of every call (docs/BENCHMARKS.md).
+WORKER_BATCH = 64
 
 
 def require_ctranslate2():
@@ -146,6 +153,32 @@ def pick_engine_device(name: str, key: str = "device") -> tuple[str, int]:
     return "cpu", 0
 
 
+def open_engine(
+    folder, device: str = "cpu", index: int = 0, compute_type: str = "default", num_threads: int = 0
+):
+    """A ``ctranslate2.Translator`` on an export folder. On the CPU it runs one worker per
+    thread (``num_threads``, 0: one per CPU this process may use), each worker single-threaded
+    and given its own part of every batch: on 2 cores that decodes about twice as fast as one
+    worker with two threads, whose small matrix products leave a thread waiting (measured in
+    docs/BENCHMARKS.md). On a GPU, one worker."""
+    ctranslate2 = require_ctranslate2()
+    if device == "cpu":
+        workers = num_threads or len(os.sched_getaffinity(0))
+        threads = {"inter_threads": workers, "intra_threads": 1}
+    else:
+        threads = {"inter_threads": 1, "intra_threads": num_threads}
+    return ctranslate2.Translator(
+        str(folder), device=device, device_index=index, compute_type=compute_type, **threads
+    )
+
+
+def worker_batch(engine, sentences: int) -> int:
+    """``max_batch_size`` for ``translate_batch`` of ``sentences`` on ``engine``: every
+    worker gets a share, of at most ``WORKER_BATCH`` sentences (0: no split, on a GPU)."""
+    workers = engine.num_translators if engine.device == "cpu" else 1
+    return 0 if workers == 1 else min(WORKER_BATCH, math.ceil(sentences / workers))
+
+
 def translate_options(d, limit: int) -> dict:
     """``translate_batch`` options for the search of a ``decoding`` config ``d``, for outputs
     of at most ``limit`` tokens, EOS counted."""
@@ -179,7 +212,7 @@ class CTranslate2Translator(Translator):
         decoding: a ``decoding`` config (checked with ``check_options``).
         device, precision: the command's ``device`` and ``precision`` settings;
             precision ``auto`` keeps the export's own quantization.
-        num_threads: CPU threads (0: CTranslate2's default).
+        num_threads: CPU threads, one worker each (0: one per CPU; ``open_engine``).
     """
 
     def __init__(self, folder: Path, decoding, device: str = "auto", precision: str = "auto", num_threads=0):
@@ -190,34 +223,40 @@ class CTranslate2Translator(Translator):
         self.model, self.cfg, self.max_positions = None, decoding, self.meta["max_positions"]
         engine_device, index = pick_engine_device(device)
         try:
-            self.engine = ctranslate2.Translator(
-                str(folder),
-                device=engine_device,
-                device_index=index,
-                compute_type=COMPUTE_TYPES[precision],
-                intra_threads=num_threads,
-            )
+            self.engine = open_engine(folder, engine_device, index, COMPUTE_TYPES[precision], num_threads)
         except (RuntimeError, ValueError) as e:
             raise UserError(f"{folder}: CTranslate2 cannot load it: {str(e).splitlines()[0]}") from None
         if decoding.get("seed") is not None:
             ctranslate2.set_random_seed(decoding.seed)
 
     def decode(self, ids: list[list[int]]) -> list[list[Hypothesis]]:
-        """Hypotheses of one batch of source ids (each ending in EOS), best first. The
-        batch is decoded in runs of sentences that share their length limit, since
-        ``translate_batch`` takes one. No torch operation runs here: torch's idle CPU
-        threads would spin beside CTranslate2's."""
+        """Hypotheses of one batch of source ids (each ending in EOS), best first.
+
+        ``translate_batch`` takes one length limit, so the whole batch is decoded at its
+        largest limit, then the sentences whose output reached their own limit are
+        decoded again, in runs that share it. An output that ended before its limit is
+        what its own limit gives: exactly so for greedy search; for beam search, but for
+        a sentence whose search had a live beam at its limit and still chose a shorter
+        hypothesis (how often: docs/BENCHMARKS.md). No torch operation runs here:
+        torch's idle CPU threads would spin beside CTranslate2's."""
         d = self.cfg
         limits = [max_output_length(len(r), d.max_len_a, d.max_len_b, self.max_positions) for r in ids]
-        out: list[list[Hypothesis]] = [[] for _ in ids]
-        for limit in sorted(set(limits)):
-            rows = [i for i, lim in enumerate(limits) if lim == limit]
-            pieces = [self.tokenizer.src_pieces(ids[i][:-1]) for i in rows]  # the engine appends EOS
-            for i, result in zip(
-                rows, self.engine.translate_batch(pieces, **translate_options(d, limit)), strict=True
-            ):
-                out[i] = self.hypotheses_of(result)
+        pieces = [self.tokenizer.src_pieces(r[:-1]) for r in ids]  # the engine appends EOS
+        out = self.translate(pieces, max(limits))
+        reached = [i for i, hyps in enumerate(out) if max(len(h.tokens) for h in hyps) >= limits[i] - 1]
+        for limit in sorted({limits[i] for i in reached if limits[i] < max(limits)}):
+            rows = [i for i in reached if limits[i] == limit]
+            for i, hyps in zip(rows, self.translate([pieces[i] for i in rows], limit), strict=True):
+                out[i] = hyps
         return out
+
+    def translate(self, pieces: list[list[str]], limit: int) -> list[list[Hypothesis]]:
+        """The hypotheses of source ``pieces`` with outputs of at most ``limit`` tokens, EOS counted."""
+        options = translate_options(self.cfg, limit)
+        results = self.engine.translate_batch(
+            pieces, max_batch_size=worker_batch(self.engine, len(pieces)), **options
+        )
+        return [self.hypotheses_of(result) for result in results]
 
     def hypotheses_of(self, result) -> list[Hypothesis]:
         alpha = self.cfg.alpha if search_name(self.cfg) == "beam" else 0.0

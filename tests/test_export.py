@@ -11,7 +11,7 @@ pytest.importorskip("ctranslate2", reason="the optional CTranslate2 engine is no
 
 from seq2seq.checkpoint import load_model  # noqa: E402
 from seq2seq.config import compose  # noqa: E402
-from seq2seq.ctranslate2_engine import CTranslate2Translator  # noqa: E402
+from seq2seq.ctranslate2_engine import WORKER_BATCH, CTranslate2Translator, open_engine, worker_batch  # noqa: E402
 from seq2seq.decoding.common import max_output_length  # noqa: E402
 from seq2seq.errors import UserError  # noqa: E402
 from seq2seq.evaluate import evaluate  # noqa: E402
@@ -138,6 +138,18 @@ def test_int8_export_is_smaller_and_translates(runs, tmp_path):
     proc = run_cli("translate", f"checkpoint={int8}", cwd=tmp_path, stdin="\n".join(SOURCES) + "\n")
     lines = proc.stdout.split("\n")[:-1]
     assert len(lines) == len(SOURCES) and lines[2] == ""  # one line out per line in
+
+
+def test_cpu_workers_share_every_batch_and_decode_as_one(runs, tiny_corpus):
+    folder = exported(runs["pre_norm"])
+    engine = open_engine(folder, num_threads=3)
+    assert engine.num_translators == 3  # one single-threaded worker per thread
+    assert [worker_batch(engine, n) for n in (1, 7, 500)] == [1, 3, WORKER_BATCH]
+    sources = [*head(tiny_corpus["train.de"], 20), *SOURCES]
+    cfg = decoding("decoding.nbest=2")
+    one = CTranslate2Translator(folder, cfg, "cpu", num_threads=1).hypotheses(sources)
+    three = CTranslate2Translator(folder, cfg, "cpu", num_threads=3).hypotheses(sources)
+    assert [[h.tokens for h in hyps] for hyps in three] == [[h.tokens for h in hyps] for hyps in one]
 
 
 def test_translate_and_evaluate_run_an_export_like_a_checkpoint(runs, tmp_path):
