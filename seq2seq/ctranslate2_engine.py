@@ -48,8 +48,8 @@ from seq2seq.translator import Translator
 
 EXPORT_FORMAT = 1
 COMPUTE_TYPES = {"auto": "default", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-# Sentences per worker batch on the CPU: 16 to 128 ran alike, while one batch per worker
-# left a worker idle at the end of every call (docs/BENCHMARKS.md).
+# Sentences per worker batch on the CPU: 16 to 64 ran alike, 128 a little slower, and one
+# part per call left a worker idle (scripts/bench_ct2_workers.py, docs/BENCHMARKS.md).
 WORKER_BATCH = 64
 
 

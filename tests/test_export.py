@@ -4,6 +4,9 @@ command lines, and the refusals."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -150,6 +153,24 @@ def test_cpu_workers_share_every_batch_and_decode_as_one(runs, tiny_corpus):
     one = CTranslate2Translator(folder, cfg, "cpu", num_threads=1).hypotheses(sources)
     three = CTranslate2Translator(folder, cfg, "cpu", num_threads=3).hypotheses(sources)
     assert [[h.tokens for h in hyps] for hyps in three] == [[h.tokens for h in hyps] for hyps in one]
+
+
+def test_bench_ct2_workers_times_every_setting(runs, tiny_corpus, tmp_path):
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bench_ct2_workers.py"
+    src = tmp_path / "src.de"
+    src.write_text("\n".join([*head(tiny_corpus["train.de"], 10), *SOURCES]) + "\n")
+    args = [str(exported(runs["pre_norm"])), f"--src={src}", "--rounds=2", "--call=6"]
+    settings = ["--setting", "2x1:4", "--setting", "1x2:0"]
+    out = subprocess.run([sys.executable, str(script), *args, *settings], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    rows = [
+        line.split(" | ")
+        for line in out.stdout.splitlines()
+        if line.startswith("| 2 ×") or line.startswith("| 1 ×")
+    ]
+    assert [r[:2] for r in rows] == [["| 2 × 1", "4"], ["| 1 × 2", "no split"]]
+    for row in rows:  # two rounds, each a positive rate
+        assert all(float(x) > 0 for x in row[2].rstrip(" |").split(" / ")) and row[2].count("/") == 1
 
 
 def test_translate_and_evaluate_run_an_export_like_a_checkpoint(runs, tmp_path):
