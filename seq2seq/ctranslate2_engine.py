@@ -163,7 +163,8 @@ def open_engine(
     docs/BENCHMARKS.md). On a GPU, one worker."""
     ctranslate2 = require_ctranslate2()
     if device == "cpu":
-        workers = num_threads or len(os.sched_getaffinity(0))
+        usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+        workers = num_threads or len(usable)
         threads = {"inter_threads": workers, "intra_threads": 1}
     else:
         threads = {"inter_threads": 1, "intra_threads": num_threads}
