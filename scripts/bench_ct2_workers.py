@@ -1,12 +1,13 @@
 """How CTranslate2 should use the CPU's cores: workers × threads, and the part of a batch each
 worker gets, on an export and real sentences.
 
-Each setting opens a ``ctranslate2.Translator`` with ``inter_threads`` workers of
-``intra_threads`` threads each and decodes the source file in calls of ``--call`` sentences
-(as seq2seq passes its batches), each call split into parts of at most ``--part`` sentences
-(``max_batch_size``; 0: no split). Settings run interleaved, ``--rounds`` times; sentences/s of
-every round. What ``seq2seq/ctranslate2_engine.py`` (``open_engine``, ``WORKER_BATCH``) chose
-comes from this table (docs/BENCHMARKS.md).
+Each setting (``--setting WxT:PART``) opens a ``ctranslate2.Translator`` with W workers
+(``inter_threads``) of T threads each (``intra_threads``) and decodes the source file in calls
+of ``--call`` sentences (in file order, every call at the longest output limit of the file),
+each call split into parts of at most PART sentences (``max_batch_size``; 0: no split).
+Settings run interleaved, ``--rounds`` times; sentences/s of every round. What
+``seq2seq/ctranslate2_engine.py`` chose (``open_engine``, ``WORKER_BATCH``) comes from this
+table (docs/BENCHMARKS.md).
 
     python scripts/bench_ct2_workers.py EXPORT_DIR [--src data/multi30k/test_2016_flickr.de.gz]
         [--beam-size 5] [--call 500] [--rounds 2] [--setting 2x1:64 --setting 1x2:0 ...]
@@ -15,7 +16,6 @@ comes from this table (docs/BENCHMARKS.md).
 from __future__ import annotations
 
 import argparse
-import gzip
 import time
 from pathlib import Path
 
@@ -24,17 +24,12 @@ import ctranslate2
 from seq2seq.checkpoint import referenced_tokenizer
 from seq2seq.config import compose
 from seq2seq.ctranslate2_engine import read_export, translate_options
+from seq2seq.data.corpus import read_lines
 from seq2seq.decoding.common import max_output_length
 from seq2seq.device import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SETTINGS = ["2x1:16", "2x1:32", "2x1:64", "2x1:128", "2x1:0", "1x2:64", "1x2:0"]
-
-
-def read_lines(path: Path) -> list[str]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
 
 
 def parse_setting(text: str) -> tuple[int, int, int]:

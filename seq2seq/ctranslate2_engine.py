@@ -175,8 +175,8 @@ def open_engine(
 
 def worker_batch(engine, sentences: int) -> int:
     """``max_batch_size`` for ``translate_batch`` of ``sentences`` on ``engine``: every
-    worker gets a share, of at most ``WORKER_BATCH`` sentences (0: no split, on a GPU)."""
-    workers = engine.num_translators if engine.device == "cpu" else 1
+    worker gets a share, of at most ``WORKER_BATCH`` sentences (0: no split, for one worker)."""
+    workers = engine.num_translators
     return 0 if workers == 1 else min(WORKER_BATCH, math.ceil(sentences / workers))
 
 
@@ -243,9 +243,10 @@ class CTranslate2Translator(Translator):
         d = self.cfg
         limits = [max_output_length(len(r), d.max_len_a, d.max_len_b, self.max_positions) for r in ids]
         pieces = [self.tokenizer.src_pieces(r[:-1]) for r in ids]  # the engine appends EOS
-        out = self.translate(pieces, max(limits))
+        longest = max(limits)
+        out = self.translate(pieces, longest)
         reached = [i for i, hyps in enumerate(out) if max(len(h.tokens) for h in hyps) >= limits[i] - 1]
-        for limit in sorted({limits[i] for i in reached if limits[i] < max(limits)}):
+        for limit in sorted({limits[i] for i in reached if limits[i] < longest}):
             rows = [i for i in reached if limits[i] == limit]
             for i, hyps in zip(rows, self.translate([pieces[i] for i in rows], limit), strict=True):
                 out[i] = hyps
