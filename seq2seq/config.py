@@ -161,13 +161,22 @@ class DataConfig:
     )
 
 
+DECAYS = ("inverse_sqrt", "linear")  # what the learning rate does after the warmup (train_step.Schedule)
+
+
 @dataclass
 class OptimConfig:
     lr: float = setting(1e-3, "peak learning rate, reached after the warmup", POSITIVE)
     betas: list[float] = setting([0.9, 0.98], "Adam's beta1, beta2", PROBABILITY)
     eps: float = setting(1e-9, "Adam's epsilon", POSITIVE)
     weight_decay: float = setting(0.0, "L2 penalty (Adam's weight_decay)", AT_LEAST_0)
-    warmup_steps: int = setting(400, "linear warmup, then decay with 1/sqrt(step)", AT_LEAST_0)
+    warmup_steps: int = setting(400, "steps of linear warmup to the peak", AT_LEAST_0)
+    decay: str = setting(
+        "inverse_sqrt",
+        "after the warmup: inverse_sqrt (sqrt(warmup/step)) or linear (to 0 where the first "
+        "budget ends: trainer.max_steps, max_epochs or max_time)",
+        Allowed(choices=DECAYS),
+    )
     label_smoothing: float = setting(0.1, "probability mass spread over the vocabulary", PROBABILITY)
     clip_norm: float = setting(1.0, "clip the gradient norm to this (0: no clipping)", AT_LEAST_0)
     fused: bool = setting(True, "Adam's fused kernel, one pass over all parameters (false: one per tensor)")
@@ -176,8 +185,10 @@ class OptimConfig:
 @dataclass
 class TrainerConfig:
     max_steps: int = setting(0, "stop after this many steps (0: no limit)", AT_LEAST_0)
-    max_epochs: int = setting(12, "stop after this many epochs (0: no limit)", AT_LEAST_0)
-    max_time: float = setting(0.0, "stop after this many seconds of training (0: no limit)", AT_LEAST_0)
+    max_epochs: int = setting(30, "stop after this many epochs (0: no limit)", AT_LEAST_0)
+    max_time: float = setting(
+        3480.0, "stop after this many seconds of training, validations included (0: no limit)", AT_LEAST_0
+    )
     max_tokens: int = setting(4096, "padded tokens per batch (per process)", AT_LEAST_1)
     eval_every: int = setting(200, "steps between validations (each saves a checkpoint)", AT_LEAST_1)
     save_every: int = setting(
@@ -429,6 +440,11 @@ def _check_train(cfg: DictConfig) -> None:
         raise UserError(
             "trainer.max_steps, max_epochs, max_time and patience are all 0, so training would never "
             "stop; set one of them"
+        )
+    if cfg.optim.decay == "linear" and not (t.max_steps or t.max_epochs or t.max_time):
+        raise UserError(
+            "optim.decay=linear decays to 0 where the training budget ends, and trainer.max_steps, "
+            "max_epochs and max_time are all 0; set one of them or use optim.decay=inverse_sqrt"
         )
     if cfg.model is None:
         return

@@ -39,7 +39,7 @@ from seq2seq.device import output_rows_multiple, pick_device, pick_precision, se
 from seq2seq.errors import UserError
 from seq2seq.metrics import TrainingLog
 from seq2seq.signals import Interrupted, StopSignals, ignore_ctrl_c
-from seq2seq.train_step import Objective, Optimization, StepResult, inverse_sqrt, train_step
+from seq2seq.train_step import Objective, Optimization, Schedule, StepResult, train_step
 from seq2seq.translator import Translator
 from seq2seq.validation import ValidSet, validate
 
@@ -70,6 +70,19 @@ def budget_spent(progress: Progress, tcfg) -> str | None:
     if tcfg.patience and progress.bad_evals >= tcfg.patience:
         return f"trainer.patience={tcfg.patience}"
     return None
+
+
+def budget_fraction(progress: Progress, tcfg, batches_per_epoch: int) -> float:
+    """The largest fraction spent of the budgets that are set (steps, epochs, time), 0 to 1;
+    ``batches_per_epoch`` counts the batches of all processes, as ``batch_in_epoch`` does."""
+    fractions = [0.0]
+    if tcfg.max_steps:
+        fractions.append(progress.step / tcfg.max_steps)
+    if tcfg.max_epochs:
+        fractions.append((progress.epoch + progress.batch_in_epoch / batches_per_epoch) / tcfg.max_epochs)
+    if tcfg.max_time:
+        fractions.append(progress.elapsed / tcfg.max_time)
+    return min(1.0, max(fractions))
 
 
 def completed(saved: Saved | None, tcfg) -> str | None:
@@ -199,7 +212,8 @@ class Trainer:
             weight_decay=o.weight_decay,
             fused=o.fused,
         )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, inverse_sqrt(o.warmup_steps))
+        self.schedule = Schedule(o.warmup_steps, o.decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.schedule)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.opt = Optimization(optimizer, scheduler, scaler, o.label_smoothing, o.clip_norm)
 
@@ -317,10 +331,12 @@ class Trainer:
             p.epoch, p.batch_in_epoch = p.epoch + 1, 0
 
     def budget(self) -> str | None:
-        """The budget spent, if any, by the main process's clock."""
+        """The budget spent, if any, by the main process's clock, which also tells the
+        schedule how much of it is spent (every process alike)."""
         p = self.progress
         if self.tcfg.max_time:
             p = replace(p, elapsed=distributed.from_main(p.elapsed))
+        self.schedule.spent = budget_fraction(p, self.tcfg, self.batches_per_epoch)
         return budget_spent(p, self.tcfg)
 
     def diverging(self) -> None:

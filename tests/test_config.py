@@ -45,14 +45,17 @@ def test_defaults_are_the_embedded_corpus_and_greedy_validation():
 def test_recurrent_presets_bring_their_optimiser_and_the_command_line_wins():
     rnn = OmegaConf.load(CONFIG_DIR / "optim" / "adam_rnn.yaml")
     adam = OmegaConf.load(CONFIG_DIR / "optim" / "adam.yaml")
-    assert rnn.lr != OptimConfig.lr
+    assert rnn.lr != adam.lr
     for name in ("gru_bahdanau", "lstm_luong"):
         optim = composed(f"+model={name}").optim
         assert (optim.lr, optim.warmup_steps) == (rnn.lr, rnn.warmup_steps)
         assert composed(f"+model={name}", "optim=adam").optim == composed("+model=transformer").optim
         assert composed(f"+model={name}", "optim.lr=0.5").optim.lr == 0.5
         assert "defaults" not in composed(f"+model={name}").model
-    assert composed("+model=transformer").optim.lr == OptimConfig.lr and not adam
+    transformer = composed("+model=transformer").optim
+    assert (transformer.lr, transformer.warmup_steps) == (adam.lr, adam.warmup_steps)
+    assert transformer.decay == adam.decay == "linear"
+    assert composed("+model=gru_bahdanau").optim.decay == OptimConfig.decay == "inverse_sqrt"
 
 
 def test_unknown_keys_are_rejected():
@@ -86,7 +89,17 @@ BAD_SETTINGS = [
     ("train", ["optim.warmup_steps=-3"], "optim.warmup_steps=-3: must be >= 0"),
     ("train", ["optim.betas=[0.9]"], "optim.betas=[0.9]: must be two numbers"),
     ("train", ["optim.lr=inf"], "optim.lr=inf: must be a finite number"),
-    ("train", ["trainer.max_epochs=0", "trainer.patience=0"], "all 0, so training would never stop"),
+    (
+        "train",
+        ["trainer.max_epochs=0", "trainer.max_time=0", "trainer.patience=0"],
+        "all 0, so training would never stop",
+    ),
+    ("train", ["optim.decay=cosine"], "optim.decay=cosine: must be one of inverse_sqrt, linear"),
+    (
+        "train",
+        ["optim.decay=linear", "trainer.max_epochs=0", "trainer.max_time=0", "trainer.patience=3"],
+        "optim.decay=linear decays to 0 where the training budget ends",
+    ),
     ("train", ["model.heads=0"], "heads (0) must be a whole number of at least 1"),
     ("train", ["model.dropout=1.0"], "dropout (1.0) must be in [0, 1)"),
     ("train", ["data.max_len=1000"], "data.max_len=1000: must be at most model.max_positions=256"),

@@ -197,6 +197,8 @@ def test_sigkill_then_resume_gives_the_uninterrupted_run(tiny_corpus, tmp_path):
         "trainer.eval_every=100",
         "trainer.samples=0",
         "data.train_lines=80",  # 12 batches an epoch: 16 steps cross into epoch 2
+        "optim.decay=linear",  # the schedule's own state (where its decay began) must resume too
+        "optim.warmup_steps=2",
         # train_lines is not part of the tokenizer cache key: keep this tokenizer out of the shared cache
         f"data.cache_dir={tmp_path / 'cache'}",
     ]
