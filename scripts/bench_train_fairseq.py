@@ -17,7 +17,8 @@ dropout 0.1, attention and activation dropout 0, label smoothing 0.1, Adam (0.9,
 1e-9, lr 1e-3 (400 linear warmup steps, then 1/sqrt(step)), clip-norm 1.0, seed 1, on 2
 CPU threads (ours: ``trainer.precision=auto``, bf16 autocast on a CPU with AMX; fairseq: fp32
 unless ``--extra-fairseq=--bf16``), one data-loading worker, no validation or checkpoint while
-measuring: our defaults (``seq2seq/config.py``, ``configs/model/transformer.yaml``), given
+measuring: our defaults (``seq2seq/config.py``, ``configs/model/transformer.yaml``) with
+fairseq's schedule in place of the preset's (``configs/optim/adam.yaml``), given
 to fairseq as flags (its default Adam eps is 1e-8). What differs:
 
 * batches: both cap n sentences times the largest max(source, target) length among them at
@@ -84,7 +85,7 @@ FAIRSEQ_FLAGS = """--task translation --source-lang src --target-lang tgt --arch
     --seed 1 --cpu --num-workers 1 --disable-validation --valid-subset train --no-save
     --log-format simple --log-interval 10"""
 SEQ2SEQ_ARGS = """+model=transformer trainer.eval_every=100000 trainer.save_every=0 trainer.log_every=10
-    trainer.samples=0 trainer.num_threads=2"""
+    trainer.samples=0 trainer.num_threads=2 optim.lr=1e-3 optim.warmup_steps=400 optim.decay=inverse_sqrt"""
 
 
 def env(tree: Path = ROOT) -> dict:

@@ -213,6 +213,15 @@ class Trainer:
             fused=o.fused,
         )
         self.schedule = Schedule(o.warmup_steps, o.decay)
+        t = self.tcfg
+        steps = [n for n in (t.max_steps, t.max_epochs * (self.batches_per_epoch // self.world)) if n]
+        if o.decay == "linear" and steps and min(steps) <= o.warmup_steps:
+            log.warning(
+                "optim.warmup_steps=%d: the budget ends within the warmup, after %d steps, so the "
+                "learning rate never decays; lower optim.warmup_steps",
+                o.warmup_steps,
+                min(steps),
+            )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.schedule)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.opt = Optimization(optimizer, scheduler, scaler, o.label_smoothing, o.clip_norm)

@@ -41,7 +41,8 @@ def runs(tiny_corpus, tmp_path_factory):
     # Enough training that most outputs end with EOS before their length limit.
     # fp32 so that the same model is trained on every CPU (auto picks bf16 where AMX is).
     learn = ["trainer.max_steps=0", "trainer.max_epochs=12", "trainer.eval_every=100", "trainer.patience=0",
-             "optim.lr=3e-3", "optim.warmup_steps=20", "model.d_model=64", "model.ffn_dim=128",
+             "optim.lr=3e-3", "optim.warmup_steps=20", "optim.decay=inverse_sqrt",
+             "model.d_model=64", "model.ffn_dim=128",
              "trainer.precision=fp32"]  # fmt: skip
     plans = {
         "pre_norm": [*tiny_overrides(tiny_corpus), *learn],

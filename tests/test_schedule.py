@@ -97,3 +97,10 @@ def test_linear_run_peaks_after_warmup_and_ends_near_zero(tiny_corpus, tmp_path,
     falling = [lr[s] for s in range(2, 11)]
     assert falling == sorted(falling, reverse=True) and falling[0] > falling[1]
     assert lr[10] <= 0.01 * 0.15
+
+
+def test_a_budget_within_the_warmup_is_warned_about(tiny_corpus, tmp_path, caplog):
+    cfg = compose_train(tiny_corpus, "optim.decay=linear", "optim.warmup_steps=50", "trainer.max_steps=3")
+    with caplog.at_level(logging.WARNING, logger="seq2seq.train"):
+        seq2seq.trainer.train(cfg, tmp_path / "run")
+    assert "optim.warmup_steps=50: the budget ends within the warmup, after 3 steps" in caplog.text
