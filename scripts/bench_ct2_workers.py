@@ -21,10 +21,10 @@ from pathlib import Path
 
 import ctranslate2
 
-from seq2seq.checkpoint import referenced_tokenizer
 from seq2seq.config import compose
 from seq2seq.ctranslate2_engine import read_export, translate_options
 from seq2seq.data.corpus import read_lines
+from seq2seq.data.tokenizer import referenced_tokenizer
 from seq2seq.decoding.common import max_output_length
 from seq2seq.device import cpu_name
 

@@ -60,7 +60,7 @@ import torch
 from omegaconf import OmegaConf
 
 from seq2seq.config import CONFIG_DIR, DecodingConfig, model_preset
-from seq2seq.data.batching import collate
+from seq2seq.data.collate import collate
 from seq2seq.device import cpu_name
 from seq2seq.models.base import EncoderDecoder, State
 from seq2seq.special import BOS_ID, EOS_ID, PAD_ID
@@ -388,10 +388,10 @@ def measure_checkpoint(spec: dict) -> dict:
         cfg.max_tokens = spec["max_tokens"]
     if spec["engine"] == "torch":
         from seq2seq.checkpoint import load_model
-        from seq2seq.translator import Translator
+        from seq2seq.torch_engine import TorchTranslator
 
         model, tokenizer, _ = load_model(spec["checkpoint"])
-        translator = Translator(model if spec["cache"] else NoCache(model), tokenizer, cfg, "cpu")
+        translator = TorchTranslator(model if spec["cache"] else NoCache(model), tokenizer, cfg, "cpu")
     else:
         from seq2seq.ctranslate2_engine import CTranslate2Translator
 

@@ -32,13 +32,13 @@ from pathlib import Path
 import torch
 
 from seq2seq import __version__, models
-from seq2seq.data.tokenizer import Tokenizer, file_sha256
+from seq2seq.ctranslate2_engine import is_export
+from seq2seq.data.tokenizer import Tokenizer, file_sha256, referenced_tokenizer, tokenizer_reference
 from seq2seq.errors import UserError
 
 log = logging.getLogger(__name__)
 
 FORMAT = 2  # bumped when the layout changes; _upgrade reads the older ones
-EXPORT_META = "seq2seq.json"  # what marks a folder as a CTranslate2 export (seq2seq/ctranslate2_engine.py)
 
 
 def save_checkpoint(payload: dict, path: Path) -> None:
@@ -90,11 +90,6 @@ def _upgrade(ckpt: dict) -> dict:
     return ckpt
 
 
-def is_export(path: str | Path) -> bool:
-    """Whether ``path`` is a CTranslate2 export (``python -m seq2seq.export``), not a checkpoint."""
-    return (Path(path) / EXPORT_META).is_file()
-
-
 def load_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint with ``weights_only=True``: tensors and plain data only,
     so a file that carries pickled code is refused and nothing is executed."""
@@ -125,30 +120,9 @@ def load_checkpoint(path: str | Path) -> dict:
     return _upgrade(ckpt)
 
 
-def tokenizer_reference(tokenizer: Tokenizer, run_dir: Path) -> dict:
-    """What a checkpoint stores about its tokenizer: files relative to the run directory and hashes."""
-    files = {
-        role: str(p.relative_to(run_dir))
-        for role, p in (("src", tokenizer.src_path), ("tgt", tokenizer.tgt_path))
-    }
-    return {"files": files, "sha256": {role: file_sha256(run_dir / f) for role, f in files.items()}}
-
-
 def load_tokenizer(ckpt: dict, path: Path) -> Tokenizer:
     """Find the tokenizer a checkpoint refers to (in its run directory) and check its hash."""
     return referenced_tokenizer(ckpt["tokenizer"], path.resolve().parent.parent, path)
-
-
-def referenced_tokenizer(ref: dict, base: Path, owner: Path) -> Tokenizer:
-    """The tokenizer of a ``tokenizer_reference`` whose files are relative to ``base``,
-    checked against its hashes; errors name ``owner`` (a checkpoint, an export)."""
-    files = {role: base / f for role, f in ref["files"].items()}
-    for role, f in files.items():
-        if not f.is_file():
-            raise UserError(f"{f}: tokenizer of {owner} is missing; restore its tokenizer/ folder")
-        if file_sha256(f) != ref["sha256"][role]:
-            raise UserError(f"{f}: this is not the tokenizer {owner} was made with (hash differs)")
-    return Tokenizer(files["src"], files["tgt"])
 
 
 def build_model(model_cfg, tokenizer: Tokenizer):

@@ -62,7 +62,7 @@ def make_translator(cfg):
     """Load ``cfg.checkpoint`` (one checkpoint, several as an ensemble, or a CTranslate2
     export) and wrap it in a translator for ``cfg.decoding`` on ``cfg.engine``.
     Returns (translator, the training config)."""
-    from seq2seq.checkpoint import is_export
+    from seq2seq.ctranslate2_engine import is_export
 
     paths = checkpoint_paths(cfg.checkpoint)
     engine = cfg.engine
@@ -79,10 +79,10 @@ def make_translator(cfg):
 
     from seq2seq.checkpoint import load_models
     from seq2seq.device import pick_device, pick_precision, set_threads
-    from seq2seq.translator import Translator
+    from seq2seq.torch_engine import TorchTranslator
 
     set_threads(cfg.num_threads)
     device = pick_device(cfg.device, "device")
     precision = pick_precision(cfg.precision, device, "precision", train=False)
     model, tokenizer, train_cfg = load_models(paths, device)
-    return Translator(model, tokenizer, cfg.decoding, device, precision), train_cfg
+    return TorchTranslator(model, tokenizer, cfg.decoding, device, precision), train_cfg

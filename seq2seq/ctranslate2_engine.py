@@ -38,19 +38,24 @@ import os
 import tempfile
 from pathlib import Path
 
-from seq2seq.checkpoint import EXPORT_META, is_export, referenced_tokenizer, tokenizer_reference
 from seq2seq.config import search_name
-from seq2seq.data.tokenizer import Tokenizer
+from seq2seq.data.tokenizer import Tokenizer, referenced_tokenizer, tokenizer_reference
 from seq2seq.decoding import Hypothesis
 from seq2seq.decoding.common import length_penalty, max_output_length
 from seq2seq.errors import UserError
 from seq2seq.translator import Translator
 
 EXPORT_FORMAT = 1
+EXPORT_META = "seq2seq.json"  # what marks a folder as an export
 COMPUTE_TYPES = {"auto": "default", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # Sentences per worker batch on the CPU: 16 to 64 ran alike, 128 a little slower, and one
 # part per call left a worker idle (scripts/bench_ct2_workers.py, docs/BENCHMARKS.md).
 WORKER_BATCH = 64
+
+
+def is_export(path: str | Path) -> bool:
+    """Whether ``path`` is a CTranslate2 export (``python -m seq2seq.export``), not a checkpoint."""
+    return (Path(path) / EXPORT_META).is_file()
 
 
 def require_ctranslate2():
@@ -220,8 +225,8 @@ class CTranslate2Translator(Translator):
         ctranslate2 = require_ctranslate2()
         check_options(decoding)
         self.meta = read_export(folder)
-        self.tokenizer = referenced_tokenizer(self.meta["tokenizer"], folder, folder)
-        self.model, self.cfg, self.max_positions = None, decoding, self.meta["max_positions"]
+        tokenizer = referenced_tokenizer(self.meta["tokenizer"], folder, folder)
+        super().__init__(tokenizer, decoding, self.meta["max_positions"])
         engine_device, index = pick_engine_device(device)
         try:
             self.engine = open_engine(folder, engine_device, index, COMPUTE_TYPES[precision], num_threads)
@@ -238,8 +243,9 @@ class CTranslate2Translator(Translator):
         decoded again, in runs that share it. An output that ended before its limit is
         what its own limit gives: exactly so for greedy search; for beam search, but for
         a sentence whose search had a live beam at its limit and still chose a shorter
-        hypothesis (how often: docs/BENCHMARKS.md). No torch operation runs here:
-        torch's idle CPU threads would spin beside CTranslate2's."""
+        hypothesis (how often: docs/BENCHMARKS.md). Torch is not even imported on this
+        path: it would cost every command about 2 s of start-up, and its idle CPU threads
+        would spin beside CTranslate2's."""
         d = self.cfg
         limits = [max_output_length(len(r), d.max_len_a, d.max_len_b, self.max_positions) for r in ids]
         pieces = [self.tokenizer.src_pieces(r[:-1]) for r in ids]  # the engine appends EOS

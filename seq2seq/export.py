@@ -20,7 +20,7 @@ from seq2seq.errors import UserError
 
 def check_target(output: Path) -> None:
     """Refuse an output that is not a new folder or an earlier export."""
-    from seq2seq.checkpoint import is_export
+    from seq2seq.ctranslate2_engine import is_export
 
     if output.exists() and not is_export(output):
         kind = "folder" if output.is_dir() else "file"

@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from seq2seq.data.batching import collate  # noqa: E402
+from seq2seq.data.collate import collate  # noqa: E402
 
 
 def attention_figure(weights: torch.Tensor, src_pieces: list[str], tgt_pieces: list[str]):

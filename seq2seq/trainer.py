@@ -30,7 +30,8 @@ from torch.utils.data import DataLoader
 
 from seq2seq import distributed
 from seq2seq.checkpoint import Checkpointer, Saved, build_model
-from seq2seq.data.batching import Batch, count_batches, token_batches
+from seq2seq.data.batching import count_batches, token_batches
+from seq2seq.data.collate import Batch
 from seq2seq.data.corpus import read_parallel
 from seq2seq.data.indexed import identity
 from seq2seq.data.prepare import copy_tokenizer, corpus_key, open_prepared, prepare
@@ -39,8 +40,8 @@ from seq2seq.device import output_rows_multiple, pick_device, pick_precision, se
 from seq2seq.errors import UserError
 from seq2seq.metrics import TrainingLog
 from seq2seq.signals import Interrupted, StopSignals, ignore_ctrl_c
+from seq2seq.torch_engine import TorchTranslator
 from seq2seq.train_step import Objective, Optimization, Schedule, StepResult, train_step
-from seq2seq.translator import Translator
 from seq2seq.validation import ValidSet, validate
 
 log = logging.getLogger("seq2seq.train")
@@ -197,7 +198,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.objective = nn.parallel.DistributedDataParallel(self.objective, device_ids=ids)
             torch.manual_seed(self.cfg.seed + distributed.rank())  # the same weights, each its own dropout
-        self.translator = Translator(
+        self.translator = TorchTranslator(
             self.model, self.tokenizer, self.cfg.decoding, self.device, self.precision
         )
         self.valid = ValidSet.encode(self.tokenizer, *self.valid_lines, self.model.max_positions)

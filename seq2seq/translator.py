@@ -1,40 +1,40 @@
-"""Translate lists of sentences with any model: sort, batch, decode, restore order."""
+"""Translate lists of sentences with any engine: sort, batch, decode, restore order.
+
+No torch import here: ``Translator`` is shared by the torch engine
+(``seq2seq/torch_engine.py``) and the CTranslate2 engine
+(``seq2seq/ctranslate2_engine.py``), and the latter runs without loading torch.
+"""
 
 from __future__ import annotations
 
 import logging
 
-import torch
-
-from seq2seq.data.batching import collate, token_batches
+from seq2seq.data.batching import token_batches
 from seq2seq.data.tokenizer import Tokenizer
-from seq2seq.decoding import Hypothesis, search
-from seq2seq.device import autocast
+from seq2seq.decoding import Hypothesis
 from seq2seq.special import EOS_ID
 
 log = logging.getLogger(__name__)
 
 
 class Translator:
-    """Turns sentences into hypotheses with a model, a tokenizer and a decoding config.
+    """Turns sentences into hypotheses with a tokenizer, a decoding config and an engine's
+    ``decode`` (one batch of source ids to hypotheses), which subclasses provide.
 
     Sentences are sorted by length and grouped into batches of at most
     ``decoding.max_tokens`` source tokens, so little work goes into padding;
     results come back in input order. Empty sentences give empty outputs.
-    Sampling draws from a generator seeded with ``decoding.seed`` (a fresh
-    random seed when it is null).
+
+    Args:
+        tokenizer: the model's tokenizer.
+        decoding: a ``decoding`` config.
+        max_positions: the longest source the model takes (longer ones are cut), or None.
     """
 
-    def __init__(self, model, tokenizer: Tokenizer, decoding, device, precision: str = "fp32"):
-        self.model, self.tokenizer, self.cfg = model, tokenizer, decoding
-        self.max_positions = model.max_positions if model is not None else None
-        self.device, self.precision = torch.device(device), precision
-        self.generator = torch.Generator(self.device)
-        seed = decoding.get("seed")
-        if seed is None:
-            self.generator.seed()
-        else:
-            self.generator.manual_seed(seed)
+    model = None  # the torch model, for engines that have one (attention heatmaps)
+
+    def __init__(self, tokenizer: Tokenizer, decoding, max_positions: int | None = None):
+        self.tokenizer, self.cfg, self.max_positions = tokenizer, decoding, max_positions
 
     def encode(
         self, sentences: list[str], line_numbers: list[int] | None = None, warn: bool = True
@@ -64,7 +64,6 @@ class Translator:
             batches = [b[i : i + size] for b in batches for i in range(0, len(b), size)]
         return batches
 
-    @torch.no_grad()
     def hypotheses(self, sentences: list[str], first_line: int = 1) -> list[list[Hypothesis]]:
         """Decode every sentence; returns its hypotheses, best first, in input order.
         ``first_line`` is the input line number of ``sentences[0]``, for warnings."""
@@ -82,9 +81,7 @@ class Translator:
 
     def decode(self, ids: list[list[int]]) -> list[list[Hypothesis]]:
         """Hypotheses of one batch of source ids (each ending in EOS), best first."""
-        batch = collate(ids).to(self.device)
-        with autocast(self.device, self.precision):
-            return search(self.model, batch.src, batch.src_lengths, self.cfg, self.generator)
+        raise NotImplementedError
 
     def __call__(self, sentences: list[str]) -> list[str]:
         """Best translation of each sentence, detokenised."""

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import sacrebleu
 import torch
 
-from seq2seq.data.batching import collate, token_batches
+from seq2seq.data.batching import token_batches
+from seq2seq.data.collate import collate
 from seq2seq.decoding import Hypothesis
 from seq2seq.device import autocast
 from seq2seq.loss import label_smoothed_cross_entropy

@@ -19,7 +19,8 @@ from omegaconf import OmegaConf
 
 import seq2seq.data.prepare as prepare_module
 from seq2seq.config import DataConfig
-from seq2seq.data.batching import collate, token_batches
+from seq2seq.data.batching import token_batches
+from seq2seq.data.collate import collate
 from seq2seq.data.corpus import read_lines, read_parallel
 from seq2seq.data.indexed import IndexedPairs, IndexedWriter, id_dtype
 from seq2seq.data.prepare import cache_folder, corpus_key, open_prepared, pair_chunks, prepare

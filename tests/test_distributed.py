@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 from seq2seq.checkpoint import load_checkpoint
-from seq2seq.data.batching import collate
+from seq2seq.data.collate import collate
 from seq2seq.models.transformer import Transformer
 from seq2seq.train_step import Objective, Optimization, train_step
 from tests.conftest import ROOT, run_cli, tiny_overrides

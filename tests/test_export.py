@@ -19,8 +19,8 @@ from seq2seq.decoding.common import max_output_length  # noqa: E402
 from seq2seq.errors import UserError  # noqa: E402
 from seq2seq.evaluate import evaluate  # noqa: E402
 from seq2seq.export import export  # noqa: E402
+from seq2seq.torch_engine import TorchTranslator  # noqa: E402
 from seq2seq.translate import translate  # noqa: E402
-from seq2seq.translator import Translator  # noqa: E402
 
 from .conftest import assert_one_error, head, run_cli, tiny_overrides  # noqa: E402
 
@@ -96,7 +96,7 @@ def test_float32_export_decodes_token_for_token_like_seq2seq(runs, tiny_corpus, 
         limits = [
             max_output_length(len(r), cfg.max_len_a, cfg.max_len_b, model.max_positions) for r in source_ids
         ]
-        ours = Translator(model, tokenizer, cfg, "cpu").hypotheses(sources)
+        ours = TorchTranslator(model, tokenizer, cfg, "cpu").hypotheses(sources)
         theirs = CTranslate2Translator(folder, cfg).hypotheses(sources)
         early = [
             i for i, (hyps, limit) in enumerate(zip(ours, limits, strict=True)) if ended_early(hyps, limit)
@@ -208,6 +208,25 @@ def test_translate_and_evaluate_run_an_export_like_a_checkpoint(runs, tmp_path):
     metrics = json.loads((tmp_path / "export_float32.test.de.metrics.json").read_text())
     run_cli("evaluate", f"checkpoint={best}", "engine=ctranslate2", f"output={tmp_path}", cwd=tmp_path)
     assert metrics["bleu"] == json.loads((tmp_path / "best.test.de.metrics.json").read_text())["bleu"]
+
+
+def test_an_export_translates_without_importing_torch(runs, tmp_path):
+    """The export path loads CTranslate2, SentencePiece and the config, not torch (about 2 s
+    of every command's start-up)."""
+    folder = exported(runs["pre_norm"])
+    script = (
+        "import runpy, sys\n"
+        f"sys.argv = ['translate', 'checkpoint={folder}']\n"
+        "runpy.run_module('seq2seq.translate', run_name='__main__')\n"
+        "print('torch loaded:', 'torch' in sys.modules, file=sys.stderr)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], input="\n".join(SOURCES) + "\n", capture_output=True, text=True,
+        cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == len(SOURCES)
+    assert "torch loaded: False" in proc.stderr
 
 
 def test_export_again_replaces_an_earlier_export(runs, tmp_path):

@@ -8,7 +8,7 @@ import torch
 from seq2seq.checkpoint import load_checkpoint, load_model, load_models
 from seq2seq.config import compose
 from seq2seq.models import Ensemble
-from seq2seq.translator import Translator
+from seq2seq.torch_engine import TorchTranslator
 
 from .conftest import assert_one_error, run_cli, tiny_overrides
 
@@ -92,8 +92,8 @@ def test_one_model_ensemble_decodes_exactly_like_the_model(runs):
     for mode in ("greedy", "beam"):
         cfg = decoding(mode)
         cfg.nbest = 2 if mode == "beam" else 1
-        alone = Translator(model, tokenizer, cfg, "cpu").hypotheses(SOURCES)
-        joined = Translator(ensemble, tokenizer, cfg, "cpu").hypotheses(SOURCES)
+        alone = TorchTranslator(model, tokenizer, cfg, "cpu").hypotheses(SOURCES)
+        joined = TorchTranslator(ensemble, tokenizer, cfg, "cpu").hypotheses(SOURCES)
         assert [[h.tokens for h in hyps] for hyps in joined] == [[h.tokens for h in hyps] for hyps in alone]
         for a, b in zip(alone, joined, strict=True):
             assert [h.score for h in b] == pytest.approx([h.score for h in a], abs=1e-4)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from seq2seq import device as device_module
-from seq2seq.data.batching import collate
+from seq2seq.data.collate import collate
 from seq2seq.device import pick_precision
 from seq2seq.loss import CHUNK, label_smoothed_cross_entropy
 from seq2seq.models import Transformer

@@ -14,6 +14,7 @@ from seq2seq.data.corpus import read_lines
 from seq2seq.data.prepare import open_prepared, prepare
 from seq2seq.models import Transformer
 from seq2seq.models.base import EncoderDecoder
+from seq2seq.torch_engine import TorchTranslator
 from seq2seq.translator import Translator
 
 from .conftest import compose_train
@@ -22,7 +23,7 @@ from .conftest import compose_train
 def test_translator_batches_by_tokens_and_sentences():
     lengths = [5, 30, 7, 12, 5, 9, 30, 2]
     cfg = OmegaConf.create({"max_tokens": 40, "batch_size": 2})
-    batches = Translator(None, None, cfg, "cpu").batches(lengths)
+    batches = Translator(None, cfg).batches(lengths)
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     assert all(len(b) <= 2 and len(b) * max(lengths[i] for i in b) <= 40 for b in batches)
     assert [lengths[b[0]] for b in batches] == sorted(lengths[b[0]] for b in batches)  # by length
@@ -83,7 +84,7 @@ def test_output_line_i_is_the_translation_of_input_line_i(
         ],
     )
     model = CopyModel(max_positions=200)
-    translator = Translator(model, tokenizer, cfg.decoding, "cpu")
+    translator = TorchTranslator(model, tokenizer, cfg.decoding, "cpu")
     monkeypatch.setattr(seq2seq.translate, "make_translator", lambda cfg: (translator, {}))
     with caplog.at_level(logging.WARNING):
         seq2seq.translate.translate(cfg)
@@ -109,7 +110,7 @@ def test_sampling_seed_repeats_the_draws(tiny_corpus, tokenizer):
         cfg = compose(
             "translate", ["checkpoint=unused.pt", "decoding=sample", "decoding.max_len_b=8", *overrides]
         )
-        return Translator(model, tokenizer, cfg.decoding, "cpu")(sentences)
+        return TorchTranslator(model, tokenizer, cfg.decoding, "cpu")(sentences)
 
     assert samples("decoding.seed=7") == samples("decoding.seed=7")
     assert samples("decoding.seed=7") != samples("decoding.seed=8")

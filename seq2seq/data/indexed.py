@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seq2seq.data.batching import Batch, collate
+from seq2seq.data.collate import Batch, collate
 
 FORMAT = 1  # of a prepared folder; part of its cache key
 

@@ -80,6 +80,27 @@ class Tokenizer:
         return [self.tgt.id_to_piece(i) for i in ids]
 
 
+def tokenizer_reference(tokenizer: Tokenizer, run_dir: Path) -> dict:
+    """What a checkpoint stores about its tokenizer: files relative to the run directory and hashes."""
+    files = {
+        role: str(p.relative_to(run_dir))
+        for role, p in (("src", tokenizer.src_path), ("tgt", tokenizer.tgt_path))
+    }
+    return {"files": files, "sha256": {role: file_sha256(run_dir / f) for role, f in files.items()}}
+
+
+def referenced_tokenizer(ref: dict, base: Path, owner: Path) -> Tokenizer:
+    """The tokenizer of a ``tokenizer_reference`` whose files are relative to ``base``,
+    checked against its hashes; errors name ``owner`` (a checkpoint, an export)."""
+    files = {role: base / f for role, f in ref["files"].items()}
+    for role, f in files.items():
+        if not f.is_file():
+            raise UserError(f"{f}: tokenizer of {owner} is missing; restore its tokenizer/ folder")
+        if file_sha256(f) != ref["sha256"][role]:
+            raise UserError(f"{f}: this is not the tokenizer {owner} was made with (hash differs)")
+    return Tokenizer(files["src"], files["tgt"])
+
+
 def train_sentencepiece(
     sentences: list[str], vocab_size: int, model_type: str, coverage: float, threads: int, out: Path
 ) -> None:

@@ -1,10 +1,12 @@
-"""Decoding strategies, all written against ``EncoderDecoder``'s step interface."""
+"""Decoding strategies, all written against ``EncoderDecoder``'s step interface.
+
+Importing the package does not import torch (``Hypothesis`` and the length rules in
+``common`` serve the CTranslate2 engine too); ``search`` loads the search it runs."""
 
 from __future__ import annotations
 
 from seq2seq.config import search_name
 from seq2seq.decoding.common import Hypothesis
-from seq2seq.decoding.greedy import greedy_search
 
 
 def search(model, src, src_lengths, cfg, generator=None) -> list[list[Hypothesis]]:
@@ -26,6 +28,8 @@ def search(model, src, src_lengths, cfg, generator=None) -> list[list[Hypothesis
             model, src, src_lengths, cfg.temperature, cfg.top_k, cfg.top_p, generator=generator, **lengths
         )
     if name == "greedy":
+        from seq2seq.decoding.greedy import greedy_search
+
         return greedy_search(model, src, src_lengths, **lengths)
     from seq2seq.decoding.beam import beam_search
 
@@ -43,4 +47,4 @@ def search(model, src, src_lengths, cfg, generator=None) -> list[list[Hypothesis
     )
 
 
-__all__ = ["Hypothesis", "greedy_search", "search"]
+__all__ = ["Hypothesis", "search"]

@@ -1,13 +1,18 @@
-"""What every decoding strategy shares: hypotheses and output-length limits."""
+"""What every decoding strategy shares: hypotheses and output-length limits.
+
+No torch import: the CTranslate2 engine uses these rules too, and the tensor
+functions work through the tensors' own methods."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from seq2seq.config import DecodingConfig
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULTS = DecodingConfig()  # the searches' keyword defaults are the config's (one place)
 
@@ -42,7 +47,7 @@ def max_output_lengths(src_lengths: torch.Tensor, a: float, b: int, cap: int | N
     Returns:
         (B,) long tensor, at least 1.
     """
-    limits = torch.ceil(src_lengths.double() * a + b).long()
+    limits = (src_lengths.double() * a + b).ceil().long()
     if cap is not None:
         limits = limits.clamp(max=cap)
     return limits.clamp(min=1)
@@ -59,7 +64,7 @@ def length_penalty(tokens: torch.Tensor | int, alpha: float, kind: str = DEFAULT
     Returns:
         a float, or a float64 tensor of ``tokens``' shape.
     """
-    length = (tokens.double() if isinstance(tokens, torch.Tensor) else float(tokens)) + 1.0
+    length = (float(tokens) if isinstance(tokens, int | float) else tokens.double()) + 1.0
     if kind == "power":
         return length**alpha
     return ((5.0 + length) / 6.0) ** alpha
