@@ -122,12 +122,19 @@ def test_bf16_step_loss_matches_fp32_within_one_percent():
 
 
 def test_fused_adam_matches_the_loop():
-    """Losses within 1e-6 (relative), weights within 1e-4 after three updates of 1e-3."""
+    """Weights within 1e-6 after one update of 1e-3 (the same gradients), losses within
+    1e-6 (relative) over three. Weights are not compared after several updates: the
+    attention keys' bias has a gradient of pure rounding noise (softmax ignores a shift
+    of all scores), which Adam scales up to a sizeable step, differently in each
+    run once the weights differ by a rounding."""
+    loop, fused = tiny_model(), tiny_model()
+    one_step(fused, "fp32", fused=True)
+    one_step(loop, "fp32")
+    for p, q in zip(loop.parameters(), fused.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-6)
     loop, fused = tiny_model(), tiny_model()
     losses = one_step(fused, "fp32", fused=True, steps=3)
     assert losses == pytest.approx(one_step(loop, "fp32", steps=3), rel=1e-6)
-    for p, q in zip(loop.parameters(), fused.parameters(), strict=True):
-        assert torch.allclose(p, q, atol=1e-4)
 
 
 def test_compiled_step_loss_matches_eager_within_1e_5():
