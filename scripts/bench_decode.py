@@ -35,7 +35,7 @@ Method
       ``seq2seq/ctranslate2_engine.py`` and run by CTranslate2 with the same batches,
       ``min_decoding_length = max_decoding_length = N + 1``: N + 1 decoder steps per sentence,
       like the others, of which N tokens are counted.
-    * ``--checkpoint`` mode: the trained model translates ``--test-src`` through ``Translator``
+    * ``--checkpoint`` mode: the trained model translates ``--test-src`` through ``TorchTranslator``
       (``--engines torch``) or through ``CTranslate2Translator`` on its float32 or int8 export
       (``ct2_float32``, ``ct2_int8``), with the decoding presets' settings; the table adds sacreBLEU
       against ``--test-ref`` and the share of outputs identical to the torch engine's.
@@ -379,7 +379,7 @@ def measure(spec: dict) -> dict:
 
 
 def measure_checkpoint(spec: dict) -> dict:
-    """Translate the test split with a trained model, through ``Translator`` (engine torch) or
+    """Translate the test split with a trained model, through ``TorchTranslator`` (engine torch) or
     ``CTranslate2Translator`` on an export (real output lengths)."""
     from seq2seq.data.corpus import read_lines
 

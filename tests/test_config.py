@@ -55,7 +55,7 @@ def test_recurrent_presets_bring_their_optimiser_and_the_command_line_wins():
     transformer = composed("+model=transformer").optim
     assert (transformer.lr, transformer.warmup_steps) == (adam.lr, adam.warmup_steps)
     assert transformer.decay == adam.decay == "linear"
-    assert composed("+model=gru_bahdanau").optim.decay == OptimConfig.decay == "inverse_sqrt"
+    assert composed("+model=gru_bahdanau").optim.decay == rnn.decay == "linear" != OptimConfig.decay
 
 
 def test_unknown_keys_are_rejected():
