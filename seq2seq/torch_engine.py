@@ -16,7 +16,7 @@ class TorchTranslator(Translator):
     """A ``Translator`` that decodes with ``model`` on ``device``.
 
     Args:
-        model: an ``EncoderDecoder`` in eval mode (or None, to use only the batching).
+        model: an ``EncoderDecoder`` (or an ``Ensemble``) in eval mode.
         tokenizer, decoding: as for ``Translator``.
         device: where the model is; precision: ``fp32``, ``bf16`` or ``fp16`` (autocast).
 
@@ -25,7 +25,7 @@ class TorchTranslator(Translator):
     """
 
     def __init__(self, model, tokenizer: Tokenizer, decoding, device, precision: str = "fp32"):
-        super().__init__(tokenizer, decoding, model.max_positions if model is not None else None)
+        super().__init__(tokenizer, decoding, model.max_positions)
         self.model = model
         self.device, self.precision = torch.device(device), precision
         self.generator = torch.Generator(self.device)
