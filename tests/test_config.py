@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from seq2seq.config import CONFIG_DIR, SCHEMAS, OptimConfig, check, help_text, model_choices
+from seq2seq.config import CONFIG_DIR, SCHEMAS, OptimConfig, TrainerConfig, check, help_text, model_choices
 from seq2seq.config import compose as seq2seq_compose
 from seq2seq.errors import UserError
 from seq2seq.models import EncoderDecoder
@@ -56,6 +56,17 @@ def test_recurrent_presets_bring_their_optimiser_and_the_command_line_wins():
     assert (transformer.lr, transformer.warmup_steps) == (adam.lr, adam.warmup_steps)
     assert transformer.decay == adam.decay == "linear"
     assert composed("+model=gru_bahdanau").optim.decay == rnn.decay == "linear" != OptimConfig.decay
+
+
+def test_the_transformer_preset_brings_its_batches_and_the_command_line_wins():
+    batches = OmegaConf.load(CONFIG_DIR / "trainer" / "transformer.yaml").max_tokens
+    assert batches != TrainerConfig.max_tokens
+    assert composed("+model=transformer").trainer.max_tokens == batches
+    assert composed("+model=transformer", "trainer=default").trainer.max_tokens == TrainerConfig.max_tokens
+    assert composed("+model=transformer", "trainer.max_tokens=3000").trainer.max_tokens == 3000
+    assert "defaults" not in composed("+model=transformer").model
+    for name in ("gru_bahdanau", "lstm_luong"):
+        assert composed(f"+model={name}").trainer.max_tokens == TrainerConfig.max_tokens
 
 
 def test_unknown_keys_are_rejected():
