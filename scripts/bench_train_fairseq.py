@@ -22,8 +22,8 @@ fairseq's schedule in place of the preset's (``configs/optim/adam.yaml``), given
 to fairseq as flags (its default Adam eps is 1e-8). What differs:
 
 * batches: both cap n sentences times the largest max(source, target) length among them at
-  4,096, EOS counted on both sides (ours: ``trainer.max_tokens``, the padded rows, sizes
-  max(src + EOS, tgt + 1); fairseq: ``--max-tokens`` over max(src_sizes, tgt_sizes));
+  4,096, EOS counted on both sides (ours: ``trainer.max_tokens=4096``, twice the preset's, the
+  padded rows, sizes max(src + EOS, tgt + 1); fairseq: ``--max-tokens`` over max(src_sizes, tgt_sizes));
   ``--required-batch-size-multiple 1`` stops fairseq rounding a batch down to a multiple of
   8 sentences. Ours sorts by that size, fairseq by source then target length (ties random),
   so the batches differ: see "target tokens/update";
@@ -85,7 +85,8 @@ FAIRSEQ_FLAGS = """--task translation --source-lang src --target-lang tgt --arch
     --seed 1 --cpu --num-workers 1 --disable-validation --valid-subset train --no-save
     --log-format simple --log-interval 10"""
 SEQ2SEQ_ARGS = """+model=transformer trainer.eval_every=100000 trainer.save_every=0 trainer.log_every=10
-    trainer.samples=0 trainer.num_threads=2 optim.lr=1e-3 optim.warmup_steps=400 optim.decay=inverse_sqrt"""
+    trainer.samples=0 trainer.num_threads=2 trainer.max_tokens=4096 optim.lr=1e-3 optim.warmup_steps=400
+    optim.decay=inverse_sqrt"""
 
 
 def env(tree: Path = ROOT) -> dict:
