@@ -11,15 +11,16 @@ lengths checked against ours) and binarized once per KEY in ``--workdir`` by
 fairseq's <s> <pad> </s> <unk> take ids 0-3 (ours: <pad> <unk> <s> </s>), every other piece
 keeps its id; 8,000 tokens on both sides.
 
-Model and training, both: d_model 256, 3+3 layers, 4 heads, ffn 1024 (ReLU), pre-norm with a
-final LayerNorm, sinusoidal positions, embeddings scaled by sqrt(d_model) and all tied,
-dropout 0.1, attention and activation dropout 0, label smoothing 0.1, Adam (0.9, 0.98) eps
-1e-9, lr 1e-3 (400 linear warmup steps, then 1/sqrt(step)), clip-norm 1.0, seed 1, on 2
-CPU threads (ours: ``trainer.precision=auto``, bf16 autocast on a CPU with AMX; fairseq: fp32
-unless ``--extra-fairseq=--bf16``), one data-loading worker, no validation or checkpoint while
-measuring: our defaults (``seq2seq/config.py``, ``configs/model/transformer.yaml``) with
-fairseq's schedule in place of the preset's (``configs/optim/adam.yaml``), given
-to fairseq as flags (its default Adam eps is 1e-8). What differs:
+Model and training, both: d_model 256, 3+3 layers, 4 heads, ffn 1024 (ReLU), pre-norm with a final
+LayerNorm, sinusoidal positions, embeddings scaled by sqrt(d_model) and all tied, dropout 0.1
+(ours: ``model.dropout=0.1``, the preset has 0.3), attention and activation dropout 0, label
+smoothing 0.1, Adam (0.9, 0.98) eps 1e-9, lr 1e-3 (400 linear warmup steps, then 1/sqrt(step)),
+clip-norm 1.0, seed 1, on 2 CPU threads (ours: ``trainer.precision=auto``, bf16 autocast on a CPU
+with AMX; fairseq: fp32 unless ``--extra-fairseq=--bf16``), one data-loading worker, no validation
+or checkpoint while measuring: our defaults (``seq2seq/config.py``,
+``configs/model/transformer.yaml``) with fairseq's schedule in place of the preset's
+(``configs/optim/adam.yaml``), given to fairseq as flags (its default Adam eps is 1e-8). What
+differs:
 
 * batches: both cap n sentences times the largest max(source, target) length among them at
   4,096, EOS counted on both sides (ours: ``trainer.max_tokens=4096``, twice the preset's, the
@@ -86,7 +87,7 @@ FAIRSEQ_FLAGS = """--task translation --source-lang src --target-lang tgt --arch
     --log-format simple --log-interval 10"""
 SEQ2SEQ_ARGS = """+model=transformer trainer.eval_every=100000 trainer.save_every=0 trainer.log_every=10
     trainer.samples=0 trainer.num_threads=2 trainer.max_tokens=4096 optim.lr=1e-3 optim.warmup_steps=400
-    optim.decay=inverse_sqrt"""
+    optim.decay=inverse_sqrt model.dropout=0.1"""
 
 
 def env(tree: Path = ROOT) -> dict:
