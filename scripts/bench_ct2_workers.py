@@ -5,6 +5,7 @@ Each setting (``--setting WxT:PART``) opens a ``ctranslate2.Translator`` with W 
 (``inter_threads``) of T threads each (``intra_threads``) and decodes the source file in calls
 of ``--call`` sentences (in file order, every call at the longest output limit of the file),
 each call split into parts of at most PART sentences (``max_batch_size``; 0: no split).
+An export with a vocabulary map (``export vmap=true``) decodes with it, as ``translate`` does.
 Settings run interleaved, ``--rounds`` times; sentences/s of every round. What
 ``seq2seq/ctranslate2_engine.py`` chose (``open_engine``, ``WORKER_BATCH``) comes from this
 table (docs/BENCHMARKS.md).
@@ -22,7 +23,7 @@ from pathlib import Path
 import ctranslate2
 
 from seq2seq.config import compose
-from seq2seq.ctranslate2_engine import read_export, translate_options
+from seq2seq.ctranslate2_engine import VMAP_FILE, read_export, translate_options
 from seq2seq.data.corpus import read_lines
 from seq2seq.data.tokenizer import referenced_tokenizer
 from seq2seq.decoding.common import max_output_length
@@ -59,7 +60,7 @@ def main(argv=None) -> None:
     limit = max(
         max_output_length(len(r), decoding.max_len_a, decoding.max_len_b, meta["max_positions"]) for r in ids
     )
-    options = translate_options(decoding, limit)
+    options = translate_options(decoding, limit) | {"use_vmap": (args.export / VMAP_FILE).is_file()}
     calls = [pieces[i : i + args.call] for i in range(0, len(pieces), args.call)]
     settings = args.setting or DEFAULT_SETTINGS
     engines = {}

@@ -8,7 +8,7 @@ exactly ``--output-tokens`` output tokens per sentence, followed by EOS. Systems
         [--backends transformer,gru_bahdanau,lstm_luong,marian] [--modes greedy,beam] [--cache on,off]
     python scripts/bench_decode.py --backends transformer,ct2_float32,ct2_int8 --cache on
     python scripts/bench_decode.py --checkpoint RUN_DIR/checkpoints/best.pt   # real translations
-        [--engines torch,ct2_float32,ct2_int8] [--test-ref REF]              # + BLEU, same outputs
+        [--engines torch,ct2_float32,ct2_int8,ct2_int8_vmap] [--test-ref REF]  # + BLEU, same outputs
 
 Method
     * Random-weight models are built from ``configs/model/<backend>.yaml`` with an 8,000-piece shared
@@ -37,8 +37,10 @@ Method
       like the others, of which N tokens are counted.
     * ``--checkpoint`` mode: the trained model translates ``--test-src`` through ``TorchTranslator``
       (``--engines torch``) or through ``CTranslate2Translator`` on its float32 or int8 export
-      (``ct2_float32``, ``ct2_int8``), with the decoding presets' settings; the table adds sacreBLEU
-      against ``--test-ref`` and the share of outputs identical to the torch engine's.
+      (``ct2_float32``, ``ct2_int8``; ``ct2_int8_vmap``: int8 with the vocabulary map of ``export
+      vmap=true``, learnt from the checkpoint's training data), with the decoding presets' settings;
+      the table adds sacreBLEU against ``--test-ref`` and the share of outputs identical to the
+      torch engine's.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TEST_SRC = ROOT / "data" / "multi30k" / "test_2016_flickr.de.gz"
 VOCAB = 8000
 BACKENDS = ("transformer", "gru_bahdanau", "lstm_luong", "marian", "ct2_float32", "ct2_int8")
-ENGINES = ("torch", "ct2_float32", "ct2_int8")
+ENGINES = ("torch", "ct2_float32", "ct2_int8", "ct2_int8_vmap")
 TEST_REF = ROOT / "data" / "multi30k" / "test_2016_flickr.en.gz"
 FALLBACK_LENGTHS = (6, 26)  # source pieces, EOS included, when no tokenizer is at hand
 
@@ -516,7 +518,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--engines",
         default="torch",
-        help="--checkpoint mode: comma-separated subset of torch,ct2_float32,ct2_int8 (ct2: needs .[serve])",
+        help="--checkpoint mode: comma-separated subset of " + ",".join(ENGINES) + " (ct2: needs .[serve])",
     )
     parser.add_argument(
         "--max-tokens", type=int, default=0, help="--checkpoint mode: decoding.max_tokens (0: the config's)"
@@ -547,19 +549,25 @@ def make_exports(specs: list[dict], folder: Path, checkpoint: Path | None) -> No
         kind = spec["engine"] if checkpoint is not None else spec["backend"]
         if not kind.startswith("ct2_"):
             continue
-        quantization = kind.removeprefix("ct2_")
-        if quantization not in done:
-            out = folder / quantization
+        name = kind.removeprefix("ct2_")
+        quantization = name.removesuffix("_vmap")
+        if name not in done:
+            out = folder / name
             if checkpoint is not None:
                 from seq2seq.checkpoint import load_model
+                from seq2seq.config import ExportConfig
                 from seq2seq.ctranslate2_engine import write_export
+                from seq2seq.vocab_map import write_vmap
 
                 model, tokenizer, config = load_model(checkpoint)
                 write_export(model, tokenizer, config, out, quantization, checkpoint)
+                if name.endswith("_vmap"):  # export's defaults: vmap=true and nothing else
+                    e = ExportConfig
+                    write_vmap(tokenizer, config, out, e.vmap_per_piece, e.vmap_common, e.vmap_lines)
             else:
                 export_random_transformer(out, quantization)
-            done[quantization] = str(out)
-        spec["export"] = done[quantization]
+            done[name] = str(out)
+        spec["export"] = done[name]
 
 
 def make_specs(args) -> tuple[list[dict], list[str]]:

@@ -332,6 +332,16 @@ class ExportConfig:
         "weights: float32, int8 (fastest on CPU), int8_float32 (int8 matrices, float32 elsewhere), int16",
         Allowed(choices=QUANTIZATIONS),
     )
+    vmap: bool = setting(
+        False,
+        "also write a vocabulary map learnt from the checkpoint's training data: CTranslate2 then "
+        "scores only the likely target pieces of each batch (faster; seq2seq/vocab_map.py)",
+    )
+    vmap_per_piece: int = setting(50, "vmap: target candidates kept for each source piece", AT_LEAST_1)
+    vmap_common: int = setting(
+        500, "vmap: the most frequent target pieces, candidates for every batch", AT_LEAST_0
+    )
+    vmap_lines: int = setting(1_000_000, "vmap: learn from the first N training pairs (0: all)", AT_LEAST_0)
 
 
 @dataclass

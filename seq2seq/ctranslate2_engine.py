@@ -8,6 +8,8 @@ is, plus what seq2seq needs beside it:
     tokenizer/spm.model                              the SentencePiece model(s) (or src.model, tgt.model)
     seq2seq.json                                     format, quantization, the tokenizer's
                                                      reference and hashes, the training config
+    vmap.txt                                         with export vmap=true: the vocabulary map
+                                                     (seq2seq/vocab_map.py), used when present
 
 ``CTranslate2Translator`` decodes with it behind ``Translator``'s interface, so
 ``translate`` and ``evaluate`` take every ``decoding.*`` key they take with
@@ -47,10 +49,12 @@ from seq2seq.translator import Translator
 
 EXPORT_FORMAT = 1
 EXPORT_META = "seq2seq.json"  # what marks a folder as an export
+VMAP_FILE = "vmap.txt"  # the name CTranslate2 gives a vocabulary map in a model folder
 COMPUTE_TYPES = {"auto": "default", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-# Sentences per worker batch on the CPU: 16 to 64 ran alike, 128 a little slower, and one
+# Sentences per worker batch on the CPU: 16 and 32 led 64 on an int8 export, and with a
+# vocabulary map the smaller parts (fewer candidates each) led further; 128 was slower, and one
 # part per call left a worker idle (scripts/bench_ct2_workers.py, docs/BENCHMARKS.md).
-WORKER_BATCH = 64
+WORKER_BATCH = 16
 
 
 def is_export(path: str | Path) -> bool:
@@ -232,6 +236,7 @@ class CTranslate2Translator(Translator):
             self.engine = open_engine(folder, engine_device, index, COMPUTE_TYPES[precision], num_threads)
         except (RuntimeError, ValueError) as e:
             raise UserError(f"{folder}: CTranslate2 cannot load it: {str(e).splitlines()[0]}") from None
+        self.use_vmap = (folder / VMAP_FILE).is_file()  # written by export vmap=true
         if decoding.get("seed") is not None:
             ctranslate2.set_random_seed(decoding.seed)
 
@@ -260,7 +265,7 @@ class CTranslate2Translator(Translator):
 
     def translate(self, pieces: list[list[str]], limit: int) -> list[list[Hypothesis]]:
         """The hypotheses of source ``pieces`` with outputs of at most ``limit`` tokens, EOS counted."""
-        options = translate_options(self.cfg, limit)
+        options = translate_options(self.cfg, limit) | {"use_vmap": self.use_vmap}
         results = self.engine.translate_batch(
             pieces, max_batch_size=worker_batch(self.engine, len(pieces)), **options
         )

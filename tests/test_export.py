@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("ctranslate2", reason="the optional CTranslate2 engine is not installed (.[serve])")
 
@@ -21,6 +22,7 @@ from seq2seq.evaluate import evaluate  # noqa: E402
 from seq2seq.export import export  # noqa: E402
 from seq2seq.torch_engine import TorchTranslator  # noqa: E402
 from seq2seq.translate import translate  # noqa: E402
+from seq2seq.vocab_map import candidates, cooccurrences  # noqa: E402
 
 from .conftest import assert_one_error, head, run_cli, tiny_overrides  # noqa: E402
 
@@ -304,3 +306,84 @@ def test_options_ctranslate2_cannot_honour_are_refused(runs, tmp_path):
     )
     assert_one_error(proc, "decoding.length_penalty=gnmt")
     assert not (tmp_path / "maps").exists()
+
+
+def test_vocabulary_map_ranks_translations_above_frequent_pieces():
+    # piece 4 always comes with 10; 11 is frequent everywhere; 3 (EOS) is special
+    src = [[4, 5, 3], [4, 6, 3], [7, 5, 3], [7, 6, 3]]
+    tgt = [[10, 11], [10, 11], [12, 11], [12, 11, 13]]
+    common, rules = candidates(src, tgt, src_size=8, tgt_size=14, per_piece=1, common=1)
+    assert common == [11]
+    assert rules[4] == [10] and rules[7] == [12]
+    assert 3 not in rules and all(t >= 4 for targets in rules.values() for t in targets)
+    _, rules = candidates(src, tgt, src_size=8, tgt_size=14, per_piece=3, common=0)
+    assert rules[4] == [10, 11]  # only what was seen with it, best first
+    src_count, tgt_count, pair_src, pair_tgt, pair_count = cooccurrences(src, tgt, 8, 14, chunk=3)
+    assert src_count[4] == 2 and tgt_count[11] == 4
+    pairs = zip(pair_src.tolist(), pair_tgt.tolist(), pair_count.tolist(), strict=True)
+    counts = {(a, b): n for a, b, n in pairs}
+    assert counts[5, 11] == 2 and (4, 12) not in counts
+
+
+def test_export_with_a_vocabulary_map_keeps_outputs_to_its_candidates(runs, tiny_corpus, tmp_path):
+    run = runs["pre_norm"]
+    best = run / "checkpoints" / "best.pt"
+    _, tokenizer, _ = load_model(best)
+    sources = [*head(tiny_corpus["train.de"], 6), *SOURCES]
+    full, small = tmp_path / "full", tmp_path / "small"
+    everything = f"vmap_common={tokenizer.tgt_vocab_size}"  # every piece seen in training
+    run_cli("export", f"checkpoint={best}", f"output={full}", "vmap=true", everything, cwd=tmp_path)
+    proc = run_cli(
+        "export", f"checkpoint={best}", f"output={small}", "vmap=true", "vmap_common=5", "vmap_per_piece=2",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert "learnt from 300 training pairs" in proc.stdout
+    lines = (small / "vmap.txt").read_text(encoding="utf-8").splitlines()
+    assert lines[0].startswith("\t") and len(lines[0].split()) == 5
+    vocabulary = set(tokenizer.tgt_pieces(range(tokenizer.tgt_vocab_size)))
+    rules = {}
+    for line in lines[1:]:
+        key, _, targets = line.partition("\t")
+        assert key and 1 <= len(targets.split()) <= 2 and set(targets.split()) <= vocabulary
+        rules[key] = set(targets.split())
+    # Greedy search with every piece of the training targets a candidate: the same argmax at
+    # every step. (Beam scores differ: CTranslate2 normalises over the candidates only.)
+    greedy = decoding("decoding=greedy")
+    plain = CTranslate2Translator(exported(run), greedy).hypotheses(sources)
+    assert CTranslate2Translator(full, greedy).use_vmap
+    assert not CTranslate2Translator(exported(run), greedy).use_vmap
+    unchanged = CTranslate2Translator(full, greedy).hypotheses(sources)
+    assert [h[0].tokens for h in unchanged] == [h[0].tokens for h in plain]
+    mapped = CTranslate2Translator(small, decoding(), num_threads=1)
+    for sentence in sources[:6]:  # one at a time: the candidates are those of its own pieces
+        pieces = tokenizer.src.encode(sentence, out_type=str)
+        allowed = set(lines[0].split()).union(*(rules.get(p, set()) for p in pieces))
+        output = tokenizer.tgt_pieces(mapped.hypotheses([sentence])[0][0].tokens)
+        assert set(output) <= allowed | {"</s>", "<unk>"}, sentence
+
+
+def test_export_with_a_vocabulary_map_needs_the_training_data(runs, tmp_path):
+    checkpoints = runs["pre_norm"] / "checkpoints"
+    moved = checkpoints / "trained_elsewhere.pt"  # beside best.pt: the same run's tokenizer
+    checkpoint = torch.load(checkpoints / "best.pt", weights_only=True)
+    checkpoint["config"]["data"]["train"]["src"] = str(tmp_path / "gone.de.gz")
+    torch.save(checkpoint, moved)
+    try:
+        args = [f"checkpoint={moved}", f"output={tmp_path / 'v'}", "vmap=true"]
+        refused("export", args, "data.train.src", "gone.de.gz", "vmap=false")
+    finally:
+        moved.unlink()
+    assert list(tmp_path.iterdir()) == []  # no partial export left
+
+
+def test_bench_decode_measures_an_export_with_a_vocabulary_map(runs, tiny_corpus, tmp_path):
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bench_decode.py"
+    best = runs["pre_norm"] / "checkpoints" / "best.pt"
+    args = [
+        f"--checkpoint={best}", "--engines=torch,ct2_int8,ct2_int8_vmap", "--modes=beam", "--cache=on",
+        f"--test-src={tiny_corpus['test.de']}", f"--test-ref={tiny_corpus['test.en']}", "--rounds=1",
+    ]  # fmt: skip
+    out = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if "ct2_int8" in line and line.startswith("|")]
+    assert len(rows) == 2 and any("ct2_int8_vmap" in row for row in rows), out.stdout

@@ -1,0 +1,119 @@
+"""A vocabulary map: the target pieces each source piece is likely to bring.
+
+CTranslate2 can score only a part of the target vocabulary (``use_vmap``): for every
+batch, the union of the candidates of its source pieces, plus the common pieces that are
+always candidates. At the Transformer preset's size the output layer holds about 40% of a
+decoder step's multiply-adds (256 x 8,000, against about 0.9M in each of 3 layers), so a map
+of a few thousand candidates decodes faster; a piece that is not a candidate cannot be
+produced, so the map trades a little BLEU for speed (docs/BENCHMARKS.md measures both).
+
+The map is learnt from a parallel corpus by counting, for every source piece ``s`` and
+target piece ``t``, the sentence pairs that hold both. Each source piece keeps its
+``per_piece`` targets of highest Dice coefficient, ``2 c(s, t) / (c(s) + c(t))``, which
+favours real translations over pieces that are merely frequent; the ``common`` most
+frequent target pieces are candidates for every sentence.
+
+File format (CTranslate2's ``vmap.txt``): one line per source piece,
+``piece<TAB>target target ...``; the line with an empty key lists the common pieces.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from seq2seq.ctranslate2_engine import VMAP_FILE
+from seq2seq.data.corpus import read_lines
+from seq2seq.special import SPECIAL_IDS
+
+
+def cooccurrences(
+    src: list[list[int]], tgt: list[list[int]], src_size: int, tgt_size: int, chunk: int = 20_000
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sentence counts of pieces and of pairs of pieces.
+
+    Args:
+        src, tgt: line-aligned sentences as piece ids.
+        src_size, tgt_size: the vocabulary sizes.
+    Returns:
+        ``src_count`` (src_size,), ``tgt_count`` (tgt_size,): sentences holding each piece;
+        ``pair_src``, ``pair_tgt``, ``pair_count`` (P,): every pair seen, and in how many
+        sentence pairs.
+    """
+    src_count = np.zeros(src_size, dtype=np.int64)
+    tgt_count = np.zeros(tgt_size, dtype=np.int64)
+    keys, counts = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    for start in range(0, len(src), chunk):
+        parts = []
+        for s, t in zip(src[start : start + chunk], tgt[start : start + chunk], strict=True):
+            s_set, t_set = np.unique(np.asarray(s, dtype=np.int64)), np.unique(np.asarray(t, dtype=np.int64))
+            src_count[s_set] += 1
+            tgt_count[t_set] += 1
+            parts.append((s_set[:, None] * tgt_size + t_set[None, :]).ravel())  # (|S| * |T|,)
+        if not parts:
+            continue
+        new_keys, new_counts = np.unique(np.concatenate(parts), return_counts=True)
+        keys, inverse = np.unique(np.concatenate([keys, new_keys]), return_inverse=True)
+        merged = np.zeros(len(keys), dtype=np.int64)
+        np.add.at(merged, inverse, np.concatenate([counts, new_counts]))
+        counts = merged
+    return src_count, tgt_count, keys // tgt_size, keys % tgt_size, counts
+
+
+def candidates(
+    src: list[list[int]],
+    tgt: list[list[int]],
+    src_size: int,
+    tgt_size: int,
+    per_piece: int = 50,
+    common: int = 500,
+) -> tuple[list[int], dict[int, list[int]]]:
+    """The common target pieces, and each source piece's ``per_piece`` best targets.
+
+    Special pieces (padding, BOS, EOS, unknown) are left out: the engine adds those itself.
+    Returns ``(common_ids, {source id: [target ids, best first]})``.
+    """
+    src_count, tgt_count, pair_src, pair_tgt, pair_count = cooccurrences(src, tgt, src_size, tgt_size)
+    special = np.asarray(sorted(SPECIAL_IDS))
+    keep = ~np.isin(pair_src, special) & ~np.isin(pair_tgt, special)
+    pair_src, pair_tgt, pair_count = pair_src[keep], pair_tgt[keep], pair_count[keep]
+    dice = 2 * pair_count / (src_count[pair_src] + tgt_count[pair_tgt])
+    order = np.lexsort((pair_tgt, -dice, pair_src))  # by source, then best first
+    pair_src, pair_tgt = pair_src[order], pair_tgt[order]
+    starts = np.flatnonzero(np.r_[True, pair_src[1:] != pair_src[:-1]])
+    ends = np.r_[starts[1:], len(pair_src)]
+    rules = {
+        int(pair_src[a]): pair_tgt[a : min(b, a + per_piece)].tolist()
+        for a, b in zip(starts, ends, strict=True)
+    }
+    frequent = np.argsort(-tgt_count, kind="stable")
+    frequent = frequent[~np.isin(frequent, special) & (tgt_count[frequent] > 0)]
+    return frequent[:common].tolist(), rules
+
+
+def vmap_lines(common: list[int], rules: dict[int, list[int]], src_pieces, tgt_pieces) -> list[str]:
+    """CTranslate2's ``vmap.txt`` lines; ``src_pieces``/``tgt_pieces`` turn ids into pieces."""
+    lines = ["\t" + " ".join(tgt_pieces(common))]
+    for s in sorted(rules):
+        lines.append(src_pieces([s])[0] + "\t" + " ".join(tgt_pieces(rules[s])))
+    return lines
+
+
+def write_vmap(tokenizer, config: dict, folder: Path, per_piece: int, common: int, max_lines: int) -> int:
+    """Learn a map from the training data named in a run's ``config`` (its first ``max_lines``
+    pairs; 0: all) and write it as ``folder/vmap.txt``. Returns the number of pairs read."""
+    train = config["data"]["train"]
+    hint = "the checkpoint's training data, which vmap=true reads; export where they are, or vmap=false"
+    src_lines = read_lines(train["src"], f"data.train.src ({hint})")
+    tgt_lines = read_lines(train["tgt"], f"data.train.tgt ({hint})")
+    if max_lines:
+        src_lines, tgt_lines = src_lines[:max_lines], tgt_lines[:max_lines]
+    src, tgt = tokenizer.encode_src(src_lines), tokenizer.encode_tgt(tgt_lines)
+    n = min(len(src), len(tgt))
+    common_ids, rules = candidates(
+        src[:n], tgt[:n], tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, per_piece, common
+    )
+    lines = vmap_lines(common_ids, rules, tokenizer.src_pieces, tokenizer.tgt_pieces)
+    (folder / VMAP_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return n
