@@ -60,7 +60,8 @@ def main(argv=None) -> None:
     limit = max(
         max_output_length(len(r), decoding.max_len_a, decoding.max_len_b, meta["max_positions"]) for r in ids
     )
-    options = translate_options(decoding, limit) | {"use_vmap": (args.export / VMAP_FILE).is_file()}
+    vmap = (args.export / VMAP_FILE).is_file()
+    options = translate_options(decoding, limit) | {"use_vmap": vmap}
     calls = [pieces[i : i + args.call] for i in range(0, len(pieces), args.call)]
     settings = args.setting or DEFAULT_SETTINGS
     engines = {}
@@ -71,7 +72,7 @@ def main(argv=None) -> None:
                 str(args.export), device="cpu", inter_threads=workers, intra_threads=threads
             )
     print(f"# {args.export}: {len(pieces)} sentences of {args.src.name}, calls of {args.call}, ", end="")
-    print(f"beam {args.beam_size}, {cpu_name()}")
+    print(f"beam {args.beam_size}{', with its vocabulary map' if vmap else ''}, {cpu_name()}")
     rates: dict[str, list[float]] = {s: [] for s in settings}
     for _ in range(args.rounds):
         for s in settings:

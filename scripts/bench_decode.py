@@ -557,13 +557,14 @@ def make_exports(specs: list[dict], folder: Path, checkpoint: Path | None) -> No
                 from seq2seq.checkpoint import load_model
                 from seq2seq.config import ExportConfig
                 from seq2seq.ctranslate2_engine import write_export
-                from seq2seq.vocab_map import write_vmap
+                from seq2seq.vocab_map import training_pairs, write_vmap
 
                 model, tokenizer, config = load_model(checkpoint)
                 write_export(model, tokenizer, config, out, quantization, checkpoint)
                 if name.endswith("_vmap"):  # export's defaults: vmap=true and nothing else
                     e = ExportConfig
-                    write_vmap(tokenizer, config, out, e.vmap_per_piece, e.vmap_common, e.vmap_lines)
+                    pairs = training_pairs(config, e.vmap_lines)
+                    write_vmap(tokenizer, pairs, out, e.vmap_per_piece, e.vmap_common)
             else:
                 export_random_transformer(out, quantization)
             done[name] = str(out)

@@ -32,7 +32,7 @@ def check_target(output: Path) -> None:
 def export(cfg) -> Path:
     from seq2seq.checkpoint import load_model
     from seq2seq.ctranslate2_engine import VMAP_FILE, require_ctranslate2, write_export
-    from seq2seq.vocab_map import write_vmap
+    from seq2seq.vocab_map import training_pairs, write_vmap
 
     paths = checkpoint_paths(cfg.checkpoint)
     if len(paths) > 1:
@@ -44,13 +44,13 @@ def export(cfg) -> Path:
     check_target(output)
     require_ctranslate2()
     model, tokenizer, config = load_model(paths[0])
+    pairs = training_pairs(config, cfg.vmap_lines) if cfg.vmap else None  # before the conversion
     partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
     try:
         write_export(model, tokenizer, config, partial, cfg.quantization, Path(paths[0]).resolve())
-        if cfg.vmap:
-            sizes = cfg.vmap_per_piece, cfg.vmap_common, cfg.vmap_lines
-            pairs = write_vmap(tokenizer, config, partial, *sizes)
-            print(f"vocabulary map: learnt from {pairs} training pairs ({VMAP_FILE})")
+        if pairs is not None:
+            write_vmap(tokenizer, pairs, partial, cfg.vmap_per_piece, cfg.vmap_common)
+            print(f"vocabulary map: learnt from {len(pairs[0])} training pairs ({VMAP_FILE})")
         if output.exists():
             old = output.with_name(f".{output.name}.old-{os.getpid()}")
             output.rename(old)

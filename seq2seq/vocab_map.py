@@ -25,6 +25,7 @@ import numpy as np
 
 from seq2seq.ctranslate2_engine import VMAP_FILE
 from seq2seq.data.corpus import read_lines
+from seq2seq.errors import UserError
 from seq2seq.special import SPECIAL_IDS
 
 
@@ -43,7 +44,7 @@ def cooccurrences(
     """
     src_count = np.zeros(src_size, dtype=np.int64)
     tgt_count = np.zeros(tgt_size, dtype=np.int64)
-    keys, counts = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    chunk_keys, chunk_counts = [], []  # each chunk's distinct pairs, merged once at the end
     for start in range(0, len(src), chunk):
         parts = []
         for s, t in zip(src[start : start + chunk], tgt[start : start + chunk], strict=True):
@@ -51,13 +52,16 @@ def cooccurrences(
             src_count[s_set] += 1
             tgt_count[t_set] += 1
             parts.append((s_set[:, None] * tgt_size + t_set[None, :]).ravel())  # (|S| * |T|,)
-        if not parts:
-            continue
-        new_keys, new_counts = np.unique(np.concatenate(parts), return_counts=True)
-        keys, inverse = np.unique(np.concatenate([keys, new_keys]), return_inverse=True)
-        merged = np.zeros(len(keys), dtype=np.int64)
-        np.add.at(merged, inverse, np.concatenate([counts, new_counts]))
-        counts = merged
+        if parts:
+            found, n = np.unique(np.concatenate(parts), return_counts=True)
+            chunk_keys.append(found)
+            chunk_counts.append(n)
+    if not chunk_keys:
+        keys = counts = np.empty(0, dtype=np.int64)
+    else:
+        keys, inverse = np.unique(np.concatenate(chunk_keys), return_inverse=True)
+        counts = np.zeros(len(keys), dtype=np.int64)
+        np.add.at(counts, inverse, np.concatenate(chunk_counts))
     return src_count, tgt_count, keys // tgt_size, keys % tgt_size, counts
 
 
@@ -71,13 +75,18 @@ def candidates(
 ) -> tuple[list[int], dict[int, list[int]]]:
     """The common target pieces, and each source piece's ``per_piece`` best targets.
 
-    Special pieces (padding, BOS, EOS, unknown) are left out: the engine adds those itself.
+    Special pieces are left out: CTranslate2 adds BOS, EOS and unknown itself, and padding is
+    never an output.
     Returns ``(common_ids, {source id: [target ids, best first]})``.
     """
     src_count, tgt_count, pair_src, pair_tgt, pair_count = cooccurrences(src, tgt, src_size, tgt_size)
     special = np.asarray(sorted(SPECIAL_IDS))
     keep = ~np.isin(pair_src, special) & ~np.isin(pair_tgt, special)
     pair_src, pair_tgt, pair_count = pair_src[keep], pair_tgt[keep], pair_count[keep]
+    frequent = np.argsort(-tgt_count, kind="stable")
+    frequent = frequent[~np.isin(frequent, special) & (tgt_count[frequent] > 0)][:common].tolist()
+    if len(pair_src) == 0:
+        return frequent, {}
     dice = 2 * pair_count / (src_count[pair_src] + tgt_count[pair_tgt])
     order = np.lexsort((pair_tgt, -dice, pair_src))  # by source, then best first
     pair_src, pair_tgt = pair_src[order], pair_tgt[order]
@@ -87,9 +96,7 @@ def candidates(
         int(pair_src[a]): pair_tgt[a : min(b, a + per_piece)].tolist()
         for a, b in zip(starts, ends, strict=True)
     }
-    frequent = np.argsort(-tgt_count, kind="stable")
-    frequent = frequent[~np.isin(frequent, special) & (tgt_count[frequent] > 0)]
-    return frequent[:common].tolist(), rules
+    return frequent, rules
 
 
 def vmap_lines(common: list[int], rules: dict[int, list[int]], src_pieces, tgt_pieces) -> list[str]:
@@ -100,20 +107,29 @@ def vmap_lines(common: list[int], rules: dict[int, list[int]], src_pieces, tgt_p
     return lines
 
 
-def write_vmap(tokenizer, config: dict, folder: Path, per_piece: int, common: int, max_lines: int) -> int:
-    """Learn a map from the training data named in a run's ``config`` (its first ``max_lines``
-    pairs; 0: all) and write it as ``folder/vmap.txt``. Returns the number of pairs read."""
+def training_pairs(config: dict, max_lines: int) -> tuple[list[str], list[str]]:
+    """The first ``max_lines`` (0: all) training pairs named in a run's ``config``."""
     train = config["data"]["train"]
     hint = "the checkpoint's training data, which vmap=true reads; export where they are, or vmap=false"
     src_lines = read_lines(train["src"], f"data.train.src ({hint})")
     tgt_lines = read_lines(train["tgt"], f"data.train.tgt ({hint})")
+    if len(src_lines) != len(tgt_lines):
+        raise UserError(
+            f"{train['src']} has {len(src_lines)} lines and {train['tgt']} {len(tgt_lines)}: "
+            "the training files must be line-aligned for vmap=true"
+        )
     if max_lines:
         src_lines, tgt_lines = src_lines[:max_lines], tgt_lines[:max_lines]
-    src, tgt = tokenizer.encode_src(src_lines), tokenizer.encode_tgt(tgt_lines)
-    n = min(len(src), len(tgt))
+    return src_lines, tgt_lines
+
+
+def write_vmap(
+    tokenizer, pairs: tuple[list[str], list[str]], folder: Path, per_piece: int, common: int
+) -> None:
+    """Learn a map from ``pairs`` (source and target sentences) and write ``folder/vmap.txt``."""
+    src, tgt = tokenizer.encode_src(pairs[0]), tokenizer.encode_tgt(pairs[1])
     common_ids, rules = candidates(
-        src[:n], tgt[:n], tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, per_piece, common
+        src, tgt, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, per_piece, common
     )
     lines = vmap_lines(common_ids, rules, tokenizer.src_pieces, tokenizer.tgt_pieces)
     (folder / VMAP_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return n

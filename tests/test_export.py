@@ -3,6 +3,7 @@ command lines, and the refusals."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from seq2seq.evaluate import evaluate  # noqa: E402
 from seq2seq.export import export  # noqa: E402
 from seq2seq.torch_engine import TorchTranslator  # noqa: E402
 from seq2seq.translate import translate  # noqa: E402
-from seq2seq.vocab_map import candidates, cooccurrences  # noqa: E402
+from seq2seq.vocab_map import candidates, cooccurrences, training_pairs  # noqa: E402
 
 from .conftest import assert_one_error, head, run_cli, tiny_overrides  # noqa: E402
 
@@ -309,11 +310,11 @@ def test_options_ctranslate2_cannot_honour_are_refused(runs, tmp_path):
 
 
 def test_vocabulary_map_ranks_translations_above_frequent_pieces():
-    # piece 4 always comes with 10; 11 is frequent everywhere; 3 (EOS) is special
+    # piece 4 always comes with 10; 11 is frequent everywhere; 3 (EOS) and 1 (unknown) are special
     src = [[4, 5, 3], [4, 6, 3], [7, 5, 3], [7, 6, 3]]
-    tgt = [[10, 11], [10, 11], [12, 11], [12, 11, 13]]
+    tgt = [[10, 11, 1], [10, 11, 1], [12, 11, 1], [12, 11, 13, 1]]
     common, rules = candidates(src, tgt, src_size=8, tgt_size=14, per_piece=1, common=1)
-    assert common == [11]
+    assert common == [11]  # not 1, which every sentence holds too
     assert rules[4] == [10] and rules[7] == [12]
     assert 3 not in rules and all(t >= 4 for targets in rules.values() for t in targets)
     _, rules = candidates(src, tgt, src_size=8, tgt_size=14, per_piece=3, common=0)
@@ -323,6 +324,8 @@ def test_vocabulary_map_ranks_translations_above_frequent_pieces():
     pairs = zip(pair_src.tolist(), pair_tgt.tolist(), pair_count.tolist(), strict=True)
     counts = {(a, b): n for a, b, n in pairs}
     assert counts[5, 11] == 2 and (4, 12) not in counts
+    assert counts[7, 12] == 2 and counts[6, 11] == 2  # sentences in both chunks of 3, added up
+    assert candidates([[3]], [[1]], 8, 14) == ([], {})  # nothing but specials: an empty map
 
 
 def test_export_with_a_vocabulary_map_keeps_outputs_to_its_candidates(runs, tiny_corpus, tmp_path):
@@ -359,7 +362,7 @@ def test_export_with_a_vocabulary_map_keeps_outputs_to_its_candidates(runs, tiny
         pieces = tokenizer.src.encode(sentence, out_type=str)
         allowed = set(lines[0].split()).union(*(rules.get(p, set()) for p in pieces))
         output = tokenizer.tgt_pieces(mapped.hypotheses([sentence])[0][0].tokens)
-        assert set(output) <= allowed | {"</s>", "<unk>"}, sentence
+        assert set(output) <= allowed | {"<s>", "</s>", "<unk>"}, sentence
 
 
 def test_export_with_a_vocabulary_map_needs_the_training_data(runs, tmp_path):
@@ -387,3 +390,21 @@ def test_bench_decode_measures_an_export_with_a_vocabulary_map(runs, tiny_corpus
     assert out.returncode == 0, out.stderr
     rows = [line for line in out.stdout.splitlines() if "ct2_int8" in line and line.startswith("|")]
     assert len(rows) == 2 and any("ct2_int8_vmap" in row for row in rows), out.stdout
+    spec = importlib.util.spec_from_file_location("bench_decode", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    specs = [{"engine": "ct2_int8"}, {"engine": "ct2_int8_vmap"}]
+    bench.make_exports(specs, tmp_path, best)
+    assert [Path(s["export"]).name for s in specs] == ["int8", "int8_vmap"]
+    assert (tmp_path / "int8_vmap" / "vmap.txt").is_file() and not (tmp_path / "int8" / "vmap.txt").exists()
+
+
+def test_vocabulary_map_reads_line_aligned_training_pairs(tmp_path):
+    src, tgt = tmp_path / "train.de", tmp_path / "train.en"
+    src.write_text("a\nb\nc\n")
+    tgt.write_text("x\ny\n")
+    config = {"data": {"train": {"src": str(src), "tgt": str(tgt)}}}
+    with pytest.raises(UserError, match="3 lines.*2: the training files must be line-aligned"):
+        training_pairs(config, 0)
+    tgt.write_text("x\ny\nz\n")
+    assert training_pairs(config, 2) == (["a", "b"], ["x", "y"])
