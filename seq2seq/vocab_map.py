@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from seq2seq.ctranslate2_engine import VMAP_FILE
-from seq2seq.data.corpus import read_lines
+from seq2seq.data.prepare import decode_lines, pair_chunks
 from seq2seq.errors import UserError
 from seq2seq.special import SPECIAL_IDS
 
@@ -108,19 +108,20 @@ def vmap_lines(common: list[int], rules: dict[int, list[int]], src_pieces, tgt_p
 
 
 def training_pairs(config: dict, max_lines: int) -> tuple[list[str], list[str]]:
-    """The first ``max_lines`` (0: all) training pairs named in a run's ``config``."""
-    train = config["data"]["train"]
-    hint = "the checkpoint's training data, which vmap=true reads; export where they are, or vmap=false"
-    src_lines = read_lines(train["src"], f"data.train.src ({hint})")
-    tgt_lines = read_lines(train["tgt"], f"data.train.tgt ({hint})")
-    if len(src_lines) != len(tgt_lines):
-        raise UserError(
-            f"{train['src']} has {len(src_lines)} lines and {train['tgt']} {len(tgt_lines)}: "
-            "the training files must be line-aligned for vmap=true"
-        )
-    if max_lines:
-        src_lines, tgt_lines = src_lines[:max_lines], tgt_lines[:max_lines]
-    return src_lines, tgt_lines
+    """The first ``max_lines`` (0: all) training pairs named in a run's ``config``, streamed and
+    checked as a corpus is prepared (``pair_chunks``: line-aligned files, UTF-8)."""
+    train = {side: Path(config["data"]["train"][side]) for side in ("src", "tgt")}
+    for side, path in train.items():
+        if not path.is_file():
+            raise UserError(
+                f"data.train.{side}={path}: no such file; vmap=true reads the checkpoint's training "
+                "data: export where they are, or vmap=false"
+            )
+    src, tgt = [], []
+    for first, src_chunk, tgt_chunk in pair_chunks(train["src"], train["tgt"], limit=max_lines):
+        src += decode_lines(src_chunk, train["src"], first)
+        tgt += decode_lines(tgt_chunk, train["tgt"], first)
+    return src, tgt
 
 
 def write_vmap(

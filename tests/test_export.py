@@ -404,7 +404,10 @@ def test_vocabulary_map_reads_line_aligned_training_pairs(tmp_path):
     src.write_text("a\nb\nc\n")
     tgt.write_text("x\ny\n")
     config = {"data": {"train": {"src": str(src), "tgt": str(tgt)}}}
-    with pytest.raises(UserError, match="3 lines.*2: the training files must be line-aligned"):
+    with pytest.raises(UserError, match="has 3 lines but .* has 2; source and target files must be"):
         training_pairs(config, 0)
     tgt.write_text("x\ny\nz\n")
     assert training_pairs(config, 2) == (["a", "b"], ["x", "y"])
+    tgt.write_bytes(b"x\n\xff\nz\n")  # not UTF-8 on line 2
+    with pytest.raises(UserError, match=r"train\.en:2: invalid UTF-8"):
+        training_pairs(config, 0)
