@@ -58,15 +58,14 @@ def test_recurrent_presets_bring_their_optimiser_and_the_command_line_wins():
     assert composed("+model=gru_bahdanau").optim.decay == rnn.decay == "linear" != OptimConfig.decay
 
 
-def test_the_transformer_preset_brings_its_batches_and_checkpoints_and_the_command_line_wins():
+def test_the_transformer_preset_brings_its_batches_and_the_command_line_wins():
     batches = OmegaConf.load(CONFIG_DIR / "trainer" / "transformer.yaml").max_tokens
     assert batches != TrainerConfig.max_tokens
     assert composed("+model=transformer").trainer.max_tokens == batches
     assert composed("+model=transformer", "trainer=default").trainer.max_tokens == TrainerConfig.max_tokens
     assert composed("+model=transformer", "trainer.max_tokens=3000").trainer.max_tokens == 3000
     assert "defaults" not in composed("+model=transformer").model
-    assert composed("+model=transformer").trainer.keep_last == 8  # for average last=8
-    assert composed("+model=transformer", "trainer=default").trainer.keep_last == TrainerConfig.keep_last
+    assert composed("+model=transformer").trainer.keep_last == TrainerConfig.keep_last
     for name in ("gru_bahdanau", "lstm_luong"):
         assert composed(f"+model={name}").trainer.max_tokens == TrainerConfig.max_tokens
         assert composed(f"+model={name}").trainer.keep_last == TrainerConfig.keep_last
