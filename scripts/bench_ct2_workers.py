@@ -23,7 +23,7 @@ from pathlib import Path
 import ctranslate2
 
 from seq2seq.config import compose
-from seq2seq.ctranslate2_engine import VMAP_FILE, read_export, translate_options
+from seq2seq.ctranslate2_engine import has_vmap, read_export, translate_options
 from seq2seq.data.corpus import read_lines
 from seq2seq.data.tokenizer import referenced_tokenizer
 from seq2seq.decoding.common import max_output_length
@@ -60,8 +60,8 @@ def main(argv=None) -> None:
     limit = max(
         max_output_length(len(r), decoding.max_len_a, decoding.max_len_b, meta["max_positions"]) for r in ids
     )
-    vmap = (args.export / VMAP_FILE).is_file()
-    options = translate_options(decoding, limit) | {"use_vmap": vmap}
+    vmap = has_vmap(args.export)
+    options = translate_options(decoding, limit, vmap)
     calls = [pieces[i : i + args.call] for i in range(0, len(pieces), args.call)]
     settings = args.setting or DEFAULT_SETTINGS
     engines = {}

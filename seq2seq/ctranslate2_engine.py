@@ -189,10 +189,20 @@ def worker_batch(engine, sentences: int) -> int:
     return 0 if workers == 1 else min(WORKER_BATCH, math.ceil(sentences / workers))
 
 
-def translate_options(d, limit: int) -> dict:
+def has_vmap(folder: Path) -> bool:
+    """Whether an export folder holds a vocabulary map (``export vmap=true``), which decoding uses."""
+    return (Path(folder) / VMAP_FILE).is_file()
+
+
+def translate_options(d, limit: int, use_vmap: bool = False) -> dict:
     """``translate_batch`` options for the search of a ``decoding`` config ``d``, for outputs
-    of at most ``limit`` tokens, EOS counted."""
-    opts = {"max_decoding_length": max(limit - 1, 1), "min_decoding_length": 0, "max_input_length": 0}
+    of at most ``limit`` tokens, EOS counted; ``use_vmap``: score only the map's candidates."""
+    opts = {
+        "max_decoding_length": max(limit - 1, 1),
+        "min_decoding_length": 0,
+        "max_input_length": 0,
+        "use_vmap": use_vmap,
+    }
     search = search_name(d)
     if search == "sampling":
         sampling = {
@@ -236,7 +246,7 @@ class CTranslate2Translator(Translator):
             self.engine = open_engine(folder, engine_device, index, COMPUTE_TYPES[precision], num_threads)
         except (RuntimeError, ValueError) as e:
             raise UserError(f"{folder}: CTranslate2 cannot load it: {str(e).splitlines()[0]}") from None
-        self.use_vmap = (folder / VMAP_FILE).is_file()  # written by export vmap=true
+        self.use_vmap = has_vmap(folder)
         if decoding.get("seed") is not None:
             ctranslate2.set_random_seed(decoding.seed)
 
@@ -265,7 +275,7 @@ class CTranslate2Translator(Translator):
 
     def translate(self, pieces: list[list[str]], limit: int) -> list[list[Hypothesis]]:
         """The hypotheses of source ``pieces`` with outputs of at most ``limit`` tokens, EOS counted."""
-        options = translate_options(self.cfg, limit) | {"use_vmap": self.use_vmap}
+        options = translate_options(self.cfg, limit, self.use_vmap)
         results = self.engine.translate_batch(
             pieces, max_batch_size=worker_batch(self.engine, len(pieces)), **options
         )
