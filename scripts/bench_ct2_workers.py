@@ -23,11 +23,12 @@ from pathlib import Path
 import ctranslate2
 
 from seq2seq.config import compose
-from seq2seq.ctranslate2_engine import has_vmap, read_export, translate_options
-from seq2seq.data.corpus import read_lines
+from seq2seq.data.reading import read_lines
 from seq2seq.data.tokenizer import referenced_tokenizer
 from seq2seq.decoding.common import max_output_length
 from seq2seq.device import cpu_name
+from seq2seq.inference.ctranslate2.engine import translate_options
+from seq2seq.inference.ctranslate2.format import has_vmap, read_export
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SETTINGS = ["2x1:16", "2x1:32", "2x1:64", "2x1:128", "2x1:0", "1x2:64", "1x2:0"]

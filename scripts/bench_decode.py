@@ -61,8 +61,9 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from seq2seq.config import CONFIG_DIR, DecodingConfig, model_preset
+from seq2seq.config import CONFIG_DIR, model_preset
 from seq2seq.data.collate import collate
+from seq2seq.decoding.options import DecodingConfig
 from seq2seq.device import cpu_name
 from seq2seq.models.base import EncoderDecoder, State
 from seq2seq.special import BOS_ID, EOS_ID, PAD_ID
@@ -155,7 +156,7 @@ def default_tokenizer() -> Path | None:
     """The SentencePiece model of the Multi30k corpus that ``python -m seq2seq.train`` prepares
     by default, if it has been prepared."""
     from seq2seq.config import compose
-    from seq2seq.data.prepare import cache_folder, corpus_key
+    from seq2seq.data.preparation import cache_folder, corpus_key
 
     data = compose("train", []).data
     path = cache_folder(data, corpus_key(data)[0]) / "spm.model"
@@ -167,7 +168,7 @@ def source_lengths(n: int, tokenizer: Path | None, gen: torch.Generator) -> tupl
     if tokenizer is not None:
         import sentencepiece as spm
 
-        from seq2seq.data.corpus import read_lines
+        from seq2seq.data.reading import read_lines
 
         sp = spm.SentencePieceProcessor(model_file=str(tokenizer))
         lengths = [len(ids) + 1 for ids in sp.encode(read_lines(TEST_SRC))]
@@ -261,8 +262,8 @@ def marian_decoder(spec: dict):
 
 def export_random_transformer(folder: Path, quantization: str) -> None:
     """Export the Transformer preset's random model (seed 0, as ``measure`` builds it) into ``folder``."""
-    from seq2seq.ctranslate2_engine import save_spec
-    from seq2seq.models.ctranslate2_spec import transformer_spec
+    from seq2seq.inference.ctranslate2.convert import save_spec
+    from seq2seq.inference.ctranslate2.spec import transformer_spec
 
     torch.manual_seed(0)
     model = build_preset("transformer")
@@ -272,7 +273,7 @@ def export_random_transformer(folder: Path, quantization: str) -> None:
 
 def ct2_decoder(spec: dict):
     """A function (src, src_lengths) -> output token count, for CTranslate2 on the export."""
-    from seq2seq.ctranslate2_engine import open_engine, translate_options, worker_batch
+    from seq2seq.inference.ctranslate2.engine import open_engine, translate_options, worker_batch
 
     engine = open_engine(spec["export"], num_threads=spec["threads"] or 0)
     n = spec["output_tokens"]
@@ -383,19 +384,19 @@ def measure(spec: dict) -> dict:
 def measure_checkpoint(spec: dict) -> dict:
     """Translate the test split with a trained model, through ``TorchTranslator`` (engine torch) or
     ``CTranslate2Translator`` on an export (real output lengths)."""
-    from seq2seq.data.corpus import read_lines
+    from seq2seq.data.reading import read_lines
 
     cfg = decoding_config(spec["mode"], spec["beam_size"], None)
     if spec["max_tokens"]:
         cfg.max_tokens = spec["max_tokens"]
     if spec["engine"] == "torch":
-        from seq2seq.checkpoint import load_model
-        from seq2seq.torch_engine import TorchTranslator
+        from seq2seq.checkpoints.loading import load_model
+        from seq2seq.inference.torch_engine import TorchTranslator
 
         model, tokenizer, _ = load_model(spec["checkpoint"])
         translator = TorchTranslator(model if spec["cache"] else NoCache(model), tokenizer, cfg, "cpu")
     else:
-        from seq2seq.ctranslate2_engine import CTranslate2Translator
+        from seq2seq.inference.ctranslate2.engine import CTranslate2Translator
 
         translator = CTranslate2Translator(Path(spec["export"]), cfg, "cpu", "auto", spec["threads"] or 0)
     sentences = read_lines(spec["test_src"])
@@ -437,7 +438,7 @@ def quality(spec: dict, results: dict, specs: list[dict]) -> str:
     output against --test-ref, and the share of sentences identical to the torch engine's."""
     from sacrebleu.metrics import BLEU
 
-    from seq2seq.data.corpus import read_lines
+    from seq2seq.data.reading import read_lines
 
     texts = results[spec["name"]][0]["texts"]
     refs = read_lines(spec["test_ref"])[: len(texts)]
@@ -554,10 +555,10 @@ def make_exports(specs: list[dict], folder: Path, checkpoint: Path | None) -> No
         if name not in done:
             out = folder / name
             if checkpoint is not None:
-                from seq2seq.checkpoint import load_model
-                from seq2seq.config import ExportConfig
-                from seq2seq.ctranslate2_engine import write_export
-                from seq2seq.vocab_map import training_pairs, write_vmap
+                from seq2seq.checkpoints.loading import load_model
+                from seq2seq.config.schema import ExportConfig
+                from seq2seq.inference.ctranslate2.convert import write_export
+                from seq2seq.inference.ctranslate2.vocab_map import training_pairs, write_vmap
 
                 model, tokenizer, config = load_model(checkpoint)
                 write_export(model, tokenizer, config, out, quantization, checkpoint)

@@ -36,12 +36,13 @@ import torch
 
 from seq2seq.config import compose
 from seq2seq.data.batching import token_batches
-from seq2seq.data.prepare import corpus_key
+from seq2seq.data.preparation import corpus_key
 from seq2seq.device import cpu_name
-from seq2seq.loss import label_smoothed_cross_entropy
 from seq2seq.special import PAD_ID
-from seq2seq.train_step import Schedule, train_step
-from seq2seq.trainer import Trainer
+from seq2seq.training.loss import label_smoothed_cross_entropy
+from seq2seq.training.schedule import Schedule
+from seq2seq.training.step import train_step
+from seq2seq.training.trainer import Trainer
 
 EAGER_FP32 = "trainer.precision=fp32 optim.fused=false"
 

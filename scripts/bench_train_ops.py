@@ -7,7 +7,7 @@ The two ways of a row run interleaved, ``--rounds`` times ``--repeat`` calls, an
 table gives the median milliseconds per call.
 
 * cross-entropy: ``log_softmax`` in fp32, gather and mean through autograd (the textbook
-  label-smoothed loss) against ``seq2seq.loss.label_smoothed_cross_entropy``;
+  label-smoothed loss) against ``seq2seq.training.loss.label_smoothed_cross_entropy``;
 * dropout: ``torch.nn.functional.dropout`` against ``seq2seq.models.dropout.dropout``;
 * attention: ``F.scaled_dot_product_attention`` against the explicit softmax, causal, with
   the recipe's ``attention_dropout`` 0 and with 0.1 (seq2seq takes the fused kernel on the
@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 
 from seq2seq.device import cpu_name
-from seq2seq.loss import label_smoothed_cross_entropy
 from seq2seq.models.dropout import dropout
 from seq2seq.models.transformer import Transformer
+from seq2seq.training.loss import label_smoothed_cross_entropy
 
 B, T, D, H, V = 128, 32, 256, 4, 8000  # sentences, tokens, d_model, heads, vocabulary
 

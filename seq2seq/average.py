@@ -13,7 +13,8 @@ import logging
 import re
 from pathlib import Path
 
-from seq2seq.cli import check_output_file, checkpoint_paths, run
+from seq2seq.cli.files import check_output_file, checkpoint_paths, refuse_exports
+from seq2seq.cli.runner import run
 from seq2seq.errors import UserError
 
 log = logging.getLogger("seq2seq.average")
@@ -46,7 +47,9 @@ def choose(cfg) -> tuple[list[Path], Path]:
         paths = step_checkpoints(Path(cfg.checkpoints), cfg.last)
         default = Path(cfg.checkpoints) / f"average_last{cfg.last}.pt"
     else:
-        paths = [Path(p) for p in checkpoint_paths(cfg.inputs, "inputs")]
+        names = checkpoint_paths(cfg.inputs, "inputs")
+        refuse_exports(names)
+        paths = [Path(p) for p in names]
         if cfg.last:
             raise UserError("last= goes with checkpoints=; inputs= names the checkpoints itself")
         default = paths[0].parent / "average.pt"
@@ -63,7 +66,9 @@ def choose(cfg) -> tuple[list[Path], Path]:
 
 
 def average(cfg) -> Path:
-    from seq2seq.checkpoint import average_checkpoints, load_model, save_checkpoint
+    from seq2seq.checkpoints.averaging import average_checkpoints
+    from seq2seq.checkpoints.format import save_checkpoint
+    from seq2seq.checkpoints.loading import load_model
 
     paths, output = choose(cfg)
     save_checkpoint(average_checkpoints(paths), output)

@@ -15,8 +15,10 @@ from pathlib import Path
 
 from sacrebleu.metrics import BLEU, CHRF
 
-from seq2seq.cli import checkpoint_paths, make_translator, run
-from seq2seq.data.corpus import read_lines
+from seq2seq.cli.files import checkpoint_paths
+from seq2seq.cli.loading import make_translator
+from seq2seq.cli.runner import run
+from seq2seq.data.reading import read_lines
 from seq2seq.errors import UserError
 
 log = logging.getLogger("seq2seq.evaluate")

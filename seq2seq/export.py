@@ -14,13 +14,14 @@ import os
 import shutil
 from pathlib import Path
 
-from seq2seq.cli import checkpoint_paths, run
+from seq2seq.cli.files import checkpoint_paths, refuse_exports
+from seq2seq.cli.runner import run
 from seq2seq.errors import UserError
 
 
 def check_target(output: Path) -> None:
     """Refuse an output that is not a new folder or an earlier export."""
-    from seq2seq.ctranslate2_engine import is_export
+    from seq2seq.inference.ctranslate2.format import is_export
 
     if output.exists() and not is_export(output):
         kind = "folder" if output.is_dir() else "file"
@@ -30,11 +31,13 @@ def check_target(output: Path) -> None:
 
 
 def export(cfg) -> Path:
-    from seq2seq.checkpoint import load_model
-    from seq2seq.ctranslate2_engine import VMAP_FILE, require_ctranslate2, write_export
-    from seq2seq.vocab_map import training_pairs, write_vmap
+    from seq2seq.checkpoints.loading import load_model
+    from seq2seq.inference.ctranslate2.convert import write_export
+    from seq2seq.inference.ctranslate2.format import VMAP_FILE, require_ctranslate2
+    from seq2seq.inference.ctranslate2.vocab_map import training_pairs, write_vmap
 
     paths = checkpoint_paths(cfg.checkpoint)
+    refuse_exports(paths)
     if len(paths) > 1:
         raise UserError(
             f"checkpoint={cfg.checkpoint}: export takes one checkpoint; average them first "

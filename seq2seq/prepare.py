@@ -31,7 +31,7 @@ def main() -> None:
             print(help_text("train", compose("train", [a for a in args if a not in ("-h", "--help")], False)))
             return
         cfg = compose("train", args)
-        from seq2seq.data.prepare import cache_folder, corpus_key, prepare
+        from seq2seq.data.preparation import cache_folder, corpus_key, prepare
 
         start = time.time()
         key = corpus_key(cfg.data)

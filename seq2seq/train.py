@@ -22,10 +22,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from seq2seq import distributed
 from seq2seq.config import CONFIG_DIR, check, compose, help_text, require_model
 from seq2seq.errors import UserError
-from seq2seq.signals import Interrupted
+from seq2seq.training import distributed
+from seq2seq.training.signals import Interrupted
 
 log = logging.getLogger("seq2seq.train")
 
@@ -71,7 +71,7 @@ def _main(cfg: DictConfig) -> None:
     if not distributed.is_main():  # the main process reports; the others only warn
         logging.getLogger("seq2seq").setLevel(logging.WARNING)
     try:
-        from seq2seq.trainer import train
+        from seq2seq.training.trainer import train
 
         trainer = train(check(cfg, "train"), run_dir, resume_command(run_dir))
     except UserError as e:
@@ -110,9 +110,9 @@ def _already_complete(cfg: DictConfig, run_dir: Path | None) -> str | None:
     so (checked before Hydra writes anything into that directory)."""
     if run_dir is None or not (run_dir / "checkpoints" / "last.pt").is_file():
         return None
-    from seq2seq.checkpoint import Checkpointer
-    from seq2seq.data.prepare import corpus_key
-    from seq2seq.trainer import completed
+    from seq2seq.checkpoints.checkpointer import Checkpointer
+    from seq2seq.data.preparation import corpus_key
+    from seq2seq.training.budget import completed
 
     checkpointer = Checkpointer(run_dir, OmegaConf.to_container(cfg, resolve=True))
     saved = checkpointer.previous()

@@ -12,7 +12,9 @@ import os
 import sys
 from pathlib import Path
 
-from seq2seq.cli import check_output_file, make_translator, open_output, run
+from seq2seq.cli.files import check_output_file, open_output
+from seq2seq.cli.loading import make_translator
+from seq2seq.cli.runner import run
 from seq2seq.errors import UserError
 
 log = logging.getLogger("seq2seq.translate")
@@ -96,7 +98,7 @@ def save_heatmaps(translator, texts, results, attention_dir: Path, first_line: i
     """Save ``<line>.png`` for every non-empty input line (``first_line`` lines came before)."""
     import matplotlib.pyplot as plt
 
-    from seq2seq.plots import attention_figures
+    from seq2seq.inference.heatmaps import attention_figures
 
     rows = [i for i, t in enumerate(texts) if t]
     if not rows:

@@ -9,8 +9,9 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from seq2seq.config import CONFIG_DIR, SCHEMAS, OptimConfig, TrainerConfig, check, help_text, model_choices
+from seq2seq.config import CONFIG_DIR, SCHEMAS, check, help_text, model_choices
 from seq2seq.config import compose as seq2seq_compose
+from seq2seq.config.schema import OptimConfig, TrainerConfig
 from seq2seq.errors import UserError
 from seq2seq.models import EncoderDecoder
 

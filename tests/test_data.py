@@ -17,13 +17,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import seq2seq.data.prepare as prepare_module
-from seq2seq.config import DataConfig
+import seq2seq.data.preparation as prepare_module
+from seq2seq.config.schema import DataConfig
 from seq2seq.data.batching import token_batches
 from seq2seq.data.collate import collate
-from seq2seq.data.corpus import read_lines, read_parallel
 from seq2seq.data.indexed import IndexedPairs, IndexedWriter, id_dtype
-from seq2seq.data.prepare import cache_folder, corpus_key, open_prepared, pair_chunks, prepare
+from seq2seq.data.preparation import cache_folder, corpus_key, open_prepared, prepare
+from seq2seq.data.reading import pair_chunks, read_lines, read_parallel
 from seq2seq.errors import UserError
 from seq2seq.special import BOS_ID, EOS_ID, PAD_ID
 
@@ -201,7 +201,7 @@ def test_prepared_folder_moves_in_only_when_complete(tiny_corpus, tmp_path):
         (big / f"train.{lang}").write_text("".join(line + "\n" for line in lines[lang] * 4))
     cfg = data_config(big / "train.de", big / "train.en", tmp_path / "cache", vocab_size=2000)
     script = (
-        "import sys; from omegaconf import OmegaConf; from seq2seq.data.prepare import prepare; "
+        "import sys; from omegaconf import OmegaConf; from seq2seq.data.preparation import prepare; "
         "prepare(OmegaConf.create(sys.argv[1]), workers=1)"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -12,10 +12,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
-from seq2seq.checkpoint import load_checkpoint
+from seq2seq.checkpoints.format import load_checkpoint
 from seq2seq.data.collate import collate
 from seq2seq.models.transformer import Transformer
-from seq2seq.train_step import Objective, Optimization, train_step
+from seq2seq.training.step import Objective, Optimization, train_step
 from tests.conftest import ROOT, run_cli, tiny_overrides
 
 

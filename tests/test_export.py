@@ -14,16 +14,21 @@ import torch
 
 pytest.importorskip("ctranslate2", reason="the optional CTranslate2 engine is not installed (.[serve])")
 
-from seq2seq.checkpoint import load_model  # noqa: E402
+from seq2seq.checkpoints.loading import load_model
 from seq2seq.config import compose  # noqa: E402
-from seq2seq.ctranslate2_engine import WORKER_BATCH, CTranslate2Translator, open_engine, worker_batch  # noqa: E402
 from seq2seq.decoding.common import max_output_length  # noqa: E402
 from seq2seq.errors import UserError  # noqa: E402
 from seq2seq.evaluate import evaluate  # noqa: E402
 from seq2seq.export import export  # noqa: E402
-from seq2seq.torch_engine import TorchTranslator  # noqa: E402
+from seq2seq.inference.ctranslate2.engine import (
+    WORKER_BATCH,
+    CTranslate2Translator,
+    open_engine,
+    worker_batch,
+)
+from seq2seq.inference.ctranslate2.vocab_map import candidates, cooccurrences, training_pairs
+from seq2seq.inference.torch_engine import TorchTranslator
 from seq2seq.translate import translate  # noqa: E402
-from seq2seq.vocab_map import candidates, cooccurrences, training_pairs  # noqa: E402
 
 from .conftest import assert_one_error, head, run_cli, tiny_overrides  # noqa: E402
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from seq2seq.inference.heatmaps import attention_figures
 from seq2seq.models import RecurrentEncoderDecoder, Transformer
 from seq2seq.models.attention import ATTENTIONS
 from seq2seq.models.base import EncoderDecoder, map_state
-from seq2seq.plots import attention_figures
 from seq2seq.special import BOS_ID, EOS_ID, PAD_ID
 
 V = 30

@@ -24,11 +24,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import seq2seq.checkpoint
-import seq2seq.train_step
-import seq2seq.trainer
+import seq2seq.checkpoints.format
+import seq2seq.training.step
+import seq2seq.training.trainer
 from seq2seq import __version__
-from seq2seq.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from seq2seq.checkpoints.format import FORMAT, load_checkpoint, save_checkpoint
 from seq2seq.config import compose
 from seq2seq.errors import UserError
 from seq2seq.translate import translate
@@ -79,7 +79,7 @@ def evil_checkpoint(path: Path, marker: Path) -> Path:
 def patch_training_loss(monkeypatch, corrupt):
     """Wrap the trainer's loss: ``corrupt(call, logits, loss)`` changes the training
     calls (numbered from 1, one per step); validation calls are left alone."""
-    real = seq2seq.train_step.label_smoothed_cross_entropy
+    real = seq2seq.training.step.label_smoothed_cross_entropy
     calls = [0]
 
     def loss_fn(logits, target, epsilon, *args, **kwargs):
@@ -90,7 +90,7 @@ def patch_training_loss(monkeypatch, corrupt):
         loss, nll = real(logits, target, epsilon, *args, **kwargs)
         return corrupt.loss(calls[0], loss), nll
 
-    monkeypatch.setattr(seq2seq.train_step, "label_smoothed_cross_entropy", loss_fn)
+    monkeypatch.setattr(seq2seq.training.step, "label_smoothed_cross_entropy", loss_fn)
 
 
 class NaNLoss:
@@ -252,7 +252,7 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch,
     path = tmp_path / "last.pt"
     save_checkpoint(payload(1.0), path)
     before = path.read_bytes()
-    monkeypatch.setattr(seq2seq.checkpoint.torch, "save", write_half_then(crash))
+    monkeypatch.setattr(seq2seq.checkpoints.format.torch, "save", write_half_then(crash))
     with pytest.raises(type(crash)):
         save_checkpoint(payload(2.0), path)
     monkeypatch.undo()
@@ -268,7 +268,7 @@ def test_full_disk_is_one_error_and_keeps_the_previous_checkpoint(tmp_path, monk
     save_checkpoint(payload(1.0), path)
     before = path.read_bytes()
     full = OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(seq2seq.checkpoint.torch, "save", write_half_then(full))
+    monkeypatch.setattr(seq2seq.checkpoints.format.torch, "save", write_half_then(full))
     with pytest.raises(UserError) as caught:
         save_checkpoint(payload(2.0), path)
     message = str(caught.value)
@@ -335,7 +335,7 @@ def test_a_few_nan_losses_are_skipped(tiny_corpus, tmp_path, monkeypatch, caplog
         tiny_corpus, "trainer.max_steps=8", "trainer.eval_every=100", "trainer.max_bad_steps=5"
     )
     patch_training_loss(monkeypatch, NaNLoss(3, 5))
-    progress = seq2seq.trainer.train(cfg, tmp_path / "run").progress
+    progress = seq2seq.training.trainer.train(cfg, tmp_path / "run").progress
     assert progress.step == 8
     skipped = [r for r in caplog.records if "update skipped" in r.getMessage()]
     assert [r.levelname for r in skipped] == ["WARNING"] * 3
@@ -358,7 +358,7 @@ def test_endless_nan_losses_stop_training_and_keep_the_last_good_checkpoint(
     )
     patch_training_loss(monkeypatch, NaNLoss(4))
     with pytest.raises(UserError, match="training diverged"):
-        seq2seq.trainer.train(cfg, tmp_path / "run")
+        seq2seq.training.trainer.train(cfg, tmp_path / "run")
     ckpt = load_checkpoint(tmp_path / "run/checkpoints/last.pt")
     assert 2 <= ckpt["progress"]["step"] < 6
     assert all_finite(ckpt["model"])
@@ -369,7 +369,7 @@ def test_non_finite_gradients_do_not_reach_the_weights(tiny_corpus, tmp_path, mo
     NaN loss: the weights stay finite and training goes on to max_steps."""
     cfg = compose_train(tiny_corpus, "trainer.max_steps=5", "trainer.eval_every=100")
     patch_training_loss(monkeypatch, NaNGradientAt(3))
-    seq2seq.trainer.train(cfg, tmp_path / "run")
+    seq2seq.training.trainer.train(cfg, tmp_path / "run")
     ckpt = load_checkpoint(tmp_path / "run/checkpoints/last.pt")
     assert ckpt["progress"]["step"] == 5
     assert all_finite(ckpt["model"]), "one step with NaN gradients made the weights NaN"

@@ -10,10 +10,10 @@ import re
 import pytest
 import torch
 
-import seq2seq.trainer
-from seq2seq.config import TrainerConfig
-from seq2seq.train_step import Schedule
-from seq2seq.trainer import Progress, budget_fraction
+import seq2seq.training.trainer
+from seq2seq.config.schema import TrainerConfig
+from seq2seq.training.budget import Progress, budget_fraction
+from seq2seq.training.schedule import Schedule
 
 from .conftest import compose_train
 
@@ -90,7 +90,7 @@ def test_linear_run_peaks_after_warmup_and_ends_near_zero(tiny_corpus, tmp_path,
         "trainer.eval_every=10",
     )
     with caplog.at_level(logging.INFO, logger="seq2seq.train"):
-        seq2seq.trainer.train(cfg, tmp_path / "run")
+        seq2seq.training.trainer.train(cfg, tmp_path / "run")
     lr = {int(m[1]): float(m[2]) for m in re.finditer(r"step (\d+) epoch \d+ loss \S+ lr (\S+)", caplog.text)}
     assert sorted(lr) == list(range(1, 11))
     assert lr[2] == pytest.approx(0.01)  # the peak, used by step 2
@@ -102,5 +102,5 @@ def test_linear_run_peaks_after_warmup_and_ends_near_zero(tiny_corpus, tmp_path,
 def test_a_budget_within_the_warmup_is_warned_about(tiny_corpus, tmp_path, caplog):
     cfg = compose_train(tiny_corpus, "optim.decay=linear", "optim.warmup_steps=50", "trainer.max_steps=3")
     with caplog.at_level(logging.WARNING, logger="seq2seq.train"):
-        seq2seq.trainer.train(cfg, tmp_path / "run")
+        seq2seq.training.trainer.train(cfg, tmp_path / "run")
     assert "optim.warmup_steps=50: the budget ends within the warmup, after 3 steps" in caplog.text

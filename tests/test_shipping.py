@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seq2seq.checkpoint import load_checkpoint, load_model, load_models
+from seq2seq.checkpoints.format import load_checkpoint
+from seq2seq.checkpoints.loading import load_model, load_models
 from seq2seq.config import compose
+from seq2seq.inference.torch_engine import TorchTranslator
 from seq2seq.models import Ensemble
-from seq2seq.torch_engine import TorchTranslator
 
 from .conftest import assert_one_error, run_cli, tiny_overrides
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-import seq2seq.trainer
-from seq2seq.checkpoint import load_checkpoint
-from seq2seq.signals import Interrupted, StopSignals
+import seq2seq.training.trainer
+from seq2seq.checkpoints.format import load_checkpoint
+from seq2seq.training.signals import Interrupted, StopSignals
 
 from .conftest import compose_train, last_losses, run_cli, tiny_overrides
 
@@ -99,10 +99,10 @@ def test_signal_during_validation_abandons_it_and_saves(tiny_corpus, tmp_path, m
         time.sleep(30)  # the handler interrupts this
         raise AssertionError("validation was not abandoned")
 
-    monkeypatch.setattr(seq2seq.trainer, "validate", slow_validation)
+    monkeypatch.setattr(seq2seq.training.trainer, "validate", slow_validation)
     cfg = compose_train(tiny_corpus, "trainer.max_steps=10", "trainer.eval_every=3")
     began = time.time()
-    trainer = seq2seq.trainer.train(cfg, tmp_path / "run")
+    trainer = seq2seq.training.trainer.train(cfg, tmp_path / "run")
     assert time.time() - began < 25
     assert trainer.stops.received == signal.SIGTERM and trainer.progress.step == 3
     assert load_checkpoint(tmp_path / "run/checkpoints/last.pt")["progress"]["step"] == 3
@@ -111,7 +111,7 @@ def test_signal_during_validation_abandons_it_and_saves(tiny_corpus, tmp_path, m
 
     with caplog.at_level("INFO", logger="seq2seq.train"):  # the validation due at step 3 comes first
         monkeypatch.undo()
-        resumed = seq2seq.trainer.train(cfg, tmp_path / "run")
+        resumed = seq2seq.training.trainer.train(cfg, tmp_path / "run")
     messages = [m for m in caplog.messages if m.startswith(("resuming", "validation at"))]
     assert messages[:2] == [
         f"resuming from {tmp_path / 'run/checkpoints/last.pt'} at step 3 (epoch 1)",
@@ -161,11 +161,11 @@ def test_a_run_stopped_early_is_complete(tiny_corpus, tmp_path, caplog):
     """patience=1 stops after a validation without a better BLEU; trying again says the
     run is complete and which key to raise."""
     cfg = compose_train(tiny_corpus, "trainer.max_steps=40", "trainer.eval_every=1", "trainer.patience=1")
-    trainer = seq2seq.trainer.train(cfg, tmp_path / "run")
+    trainer = seq2seq.training.trainer.train(cfg, tmp_path / "run")
     assert trainer.progress.step < 40 and trainer.progress.bad_evals == 1
     before = run_files(tmp_path / "run")
     with caplog.at_level("INFO", logger="seq2seq.train"):
-        again = seq2seq.trainer.train(cfg, tmp_path / "run")
+        again = seq2seq.training.trainer.train(cfg, tmp_path / "run")
     assert again.progress.step == trainer.progress.step and run_files(tmp_path / "run") == before
     assert any(
         "is complete: trainer.patience=1" in m and "raise trainer.patience" in m for m in caplog.messages
@@ -184,7 +184,7 @@ def test_failed_check_leaves_no_run_directory(tiny_corpus, tmp_path):
 def test_throughput_counts_training_steps_only(tmp_path, caplog):
     """Target tokens/s is the window's tokens over the time of its steps alone, and the
     window starts afresh after every log line."""
-    from seq2seq.metrics import TrainingLog
+    from seq2seq.training.log import TrainingLog
 
     log = TrainingLog(tmp_path, log_every=2, total_steps=None, step=0, enabled=True, bar=False)
     with caplog.at_level("INFO", logger="seq2seq.train"):
@@ -201,7 +201,7 @@ def test_throughput_counts_training_steps_only(tmp_path, caplog):
 def test_second_signal_during_a_step_stops_at_once(tiny_corpus, tmp_path, monkeypatch, caplog):
     """Two SIGINTs inside one step: the second ends training at once, with a line that
     says so; the checkpoint saved before stays as it was."""
-    real, calls = seq2seq.trainer.train_step, []
+    real, calls = seq2seq.training.trainer.train_step, []
 
     def twice(*args, **kwargs):
         calls.append(1)
@@ -210,10 +210,10 @@ def test_second_signal_during_a_step_stops_at_once(tiny_corpus, tmp_path, monkey
             os.kill(os.getpid(), signal.SIGINT)  # a second one: stop now
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(seq2seq.trainer, "train_step", twice)
+    monkeypatch.setattr(seq2seq.training.trainer, "train_step", twice)
     cfg = compose_train(tiny_corpus, "trainer.max_steps=10", "trainer.eval_every=100", "trainer.save_every=2")
     with caplog.at_level("INFO", logger="seq2seq.train"):
-        trainer = seq2seq.trainer.train(cfg, tmp_path / "run")
+        trainer = seq2seq.training.trainer.train(cfg, tmp_path / "run")
     assert trainer.stops.received == signal.SIGINT and trainer.progress.step == 2
     assert any("stopped at once by a second SIGINT" in m for m in caplog.messages), caplog.messages
     assert load_checkpoint(tmp_path / "run/checkpoints/last.pt")["progress"]["step"] == 2
@@ -249,5 +249,5 @@ def test_validation_pairs_longer_than_the_model_are_cut(tiny_corpus, tmp_path):
     cfg = compose_train(
         tiny_corpus, f"data.valid.src={long_src}", "trainer.max_steps=2", "trainer.eval_every=2"
     )
-    trainer = seq2seq.trainer.train(cfg, tmp_path / "run")
+    trainer = seq2seq.training.trainer.train(cfg, tmp_path / "run")
     assert trainer.progress.validated_step == 2

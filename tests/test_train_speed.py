@@ -8,11 +8,12 @@ import torch
 from seq2seq import device as device_module
 from seq2seq.data.collate import collate
 from seq2seq.device import pick_precision
-from seq2seq.loss import CHUNK, label_smoothed_cross_entropy
 from seq2seq.models import Transformer
 from seq2seq.models.dropout import LEVELS, dropout
 from seq2seq.models.transformer import MultiHeadAttention
-from seq2seq.train_step import Objective, Optimization, inverse_sqrt, train_step
+from seq2seq.training.loss import CHUNK, label_smoothed_cross_entropy
+from seq2seq.training.schedule import inverse_sqrt
+from seq2seq.training.step import Objective, Optimization, train_step
 
 CPU = torch.device("cpu")
 

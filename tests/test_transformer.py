@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from seq2seq.loss import label_smoothed_cross_entropy
 from seq2seq.models import Transformer
 from seq2seq.models.base import map_state
 from seq2seq.special import BOS_ID, EOS_ID, PAD_ID
+from seq2seq.training.loss import label_smoothed_cross_entropy
 
 
 def tiny(**kw) -> Transformer:

@@ -10,12 +10,12 @@ from omegaconf import OmegaConf
 
 import seq2seq.translate
 from seq2seq.config import compose
-from seq2seq.data.corpus import read_lines
-from seq2seq.data.prepare import open_prepared, prepare
+from seq2seq.data.preparation import open_prepared, prepare
+from seq2seq.data.reading import read_lines
+from seq2seq.inference.torch_engine import TorchTranslator
+from seq2seq.inference.translator import Translator
 from seq2seq.models import Transformer
 from seq2seq.models.base import EncoderDecoder
-from seq2seq.torch_engine import TorchTranslator
-from seq2seq.translator import Translator
 
 from .conftest import compose_train
 

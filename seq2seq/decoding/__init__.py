@@ -5,8 +5,8 @@ Importing the package does not import torch (``Hypothesis`` and the length rules
 
 from __future__ import annotations
 
-from seq2seq.config import search_name
 from seq2seq.decoding.common import Hypothesis
+from seq2seq.decoding.options import search_name
 
 
 def search(model, src, src_lengths, cfg, generator=None) -> list[list[Hypothesis]]:

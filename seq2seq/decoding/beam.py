@@ -43,8 +43,8 @@ import math
 
 import torch
 
-from seq2seq.config import patience_limit
 from seq2seq.decoding.common import DEFAULTS, Hypothesis, length_penalty, max_output_lengths
+from seq2seq.decoding.options import patience_limit
 from seq2seq.models.base import EncoderDecoder
 from seq2seq.special import BOS_ID, EOS_ID
 

@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from seq2seq.config import DecodingConfig
+from seq2seq.decoding.options import DecodingConfig
 
 if TYPE_CHECKING:
     import torch

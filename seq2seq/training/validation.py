@@ -14,8 +14,8 @@ from seq2seq.data.batching import token_batches
 from seq2seq.data.collate import collate
 from seq2seq.decoding import Hypothesis
 from seq2seq.device import autocast
-from seq2seq.loss import label_smoothed_cross_entropy
 from seq2seq.special import EOS_ID
+from seq2seq.training.loss import label_smoothed_cross_entropy
 
 log = logging.getLogger("seq2seq.train")
 

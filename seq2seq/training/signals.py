@@ -17,12 +17,6 @@ import signal
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def ignore_ctrl_c(*_) -> None:
-    """For helper processes (DataLoader or encoding workers), which get a terminal's Ctrl-C
-    too: the main process handles it and ends them (with SIGTERM, which they still obey)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 class Interrupted(BaseException):
     """Raised where a stop signal abandons work; ``signum`` names the signal."""
 

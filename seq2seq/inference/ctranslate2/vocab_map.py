@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from seq2seq.ctranslate2_engine import VMAP_FILE
-from seq2seq.data.prepare import decode_lines, pair_chunks
+from seq2seq.data.reading import decode_lines, pair_chunks
 from seq2seq.errors import UserError
+from seq2seq.inference.ctranslate2.format import VMAP_FILE
 from seq2seq.special import SPECIAL_IDS
 
 

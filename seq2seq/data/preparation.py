@@ -28,7 +28,6 @@ and the time left.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import logging
@@ -37,129 +36,24 @@ import os
 import shutil
 import sys
 import time
-import zlib
 from itertools import chain
 from pathlib import Path
 
 import numpy as np
 
 from seq2seq.data.indexed import FORMAT, IndexedPairs, IndexedWriter, id_dtype
+from seq2seq.data.reading import CHUNK, decode_lines, pair_chunks
 from seq2seq.data.tokenizer import Tokenizer, file_sha256, model_names, train_sentencepiece
+from seq2seq.data.workers import die_with_parent, ignore_ctrl_c
 from seq2seq.errors import UserError
-from seq2seq.signals import ignore_ctrl_c
 from seq2seq.special import EOS_ID
 
 log = logging.getLogger("seq2seq.prepare")
 
-CHUNK = 20_000  # pairs a worker encodes at a time
 SAMPLE_SEED = 20_161_207  # the tokenizer's sample is a function of the corpus alone
 
 
 # ----------------------------------------------------------------- reading
-
-
-class Lines:
-    """Lines of a plain or gzip text file, read in blocks and handed out in chunks.
-
-    ``position`` is how far into the file (in bytes on disk) reading has come.
-    """
-
-    def __init__(self, path: Path, key: str):
-        self.path, self.key = path, key
-        if not path.is_file():
-            raise UserError(f"{path}: no such file; check {key}")
-        self.raw = open(path, "rb")
-        self.stream = gzip.GzipFile(fileobj=self.raw) if path.suffix == ".gz" else self.raw
-        self.pending = b""
-        self.buffer: list[bytes] = []
-        self.done = False
-
-    @property
-    def position(self) -> int:
-        return self.raw.tell()
-
-    def _fill(self) -> None:
-        try:
-            block = self.stream.read(1 << 22)
-        except (OSError, EOFError, zlib.error) as e:
-            raise UserError(f"{self.path}: cannot be read ({e}); is it a valid text or .gz file?") from None
-        if not block:
-            self.done = True
-            if self.pending:
-                self.buffer.append(self.pending)
-                self.pending = b""
-            return
-        lines = (self.pending + block).split(b"\n")
-        self.pending = lines.pop()
-        self.buffer.extend(lines)
-
-    def take(self, n: int) -> list[bytes]:
-        """The next ``n`` lines (fewer at the end of the file)."""
-        while len(self.buffer) < n and not self.done:
-            self._fill()
-        out, self.buffer = self.buffer[:n], self.buffer[n:]
-        return out
-
-    def count_rest(self) -> int:
-        """Read to the end, counting lines instead of keeping them."""
-        total = len(self.buffer)
-        self.buffer = []
-        while not self.done:
-            self._fill()
-            total += len(self.buffer)
-            self.buffer = []
-        return total
-
-    def close(self) -> None:
-        self.stream.close()
-        self.raw.close()
-
-
-def pair_chunks(src_path: Path, tgt_path: Path, limit: int = 0, size: int = CHUNK, progress=None):
-    """Yield (first line number, source lines, target lines) of up to ``size`` pairs, as
-    bytes, until both files end (or ``limit`` pairs, when > 0). Raises ``UserError`` when
-    the two files have different numbers of lines, naming both counts."""
-    src, tgt = Lines(src_path, "data.train.src"), Lines(tgt_path, "data.train.tgt")
-    total = src_path.stat().st_size + tgt_path.stat().st_size
-    line = 1
-    try:
-        while True:
-            n = size if not limit else min(size, limit - line + 1)
-            if n <= 0:
-                return
-            a, b = src.take(n), tgt.take(n)
-            if len(a) != len(b):
-                count_a, count_b = line - 1 + len(a) + src.count_rest(), line - 1 + len(b) + tgt.count_rest()
-                raise UserError(
-                    f"{src_path} has {count_a} lines but {tgt_path} has {count_b}; "
-                    "source and target files must be line-aligned"
-                )
-            if not a:
-                return
-            yield line, a, b
-            line += len(a)
-            if progress is not None:
-                progress(src.position + tgt.position, total)
-    finally:
-        src.close()
-        tgt.close()
-
-
-def decode_lines(lines: list[bytes], path: Path, first_line: int) -> list[str]:
-    """UTF-8 text of ``lines``, surrounding whitespace trimmed; a ``UserError`` names the
-    file and line of the first line that is not UTF-8."""
-    try:
-        text = b"\n".join(lines).decode("utf-8")
-    except UnicodeDecodeError:
-        for i, raw in enumerate(lines):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise UserError(
-                    f"{path}:{first_line + i}: invalid UTF-8 at byte {e.start}; convert the file to UTF-8"
-                ) from None
-        raise
-    return [line.strip() for line in text.split("\n")]
 
 
 # ----------------------------------------------------------------- progress
@@ -270,18 +164,6 @@ def cache_folder(data_cfg, key: str) -> Path:
 _worker: dict = {}
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to end this process when its parent dies (even by ``kill -9``), so that no
-    encoding worker is left waiting for work that will never come."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-        if os.getppid() == 1:  # the parent died before that took hold
-            os._exit(1)
-
-
 def _load(model_files: list[str], max_len: int, dtype: str) -> None:
     """Get this process ready to ``_encode``."""
     import sentencepiece as spm
@@ -292,7 +174,7 @@ def _load(model_files: list[str], max_len: int, dtype: str) -> None:
 
 def _start_worker(model_files: list[str], max_len: int, dtype: str) -> None:
     ignore_ctrl_c()
-    _die_with_parent()
+    die_with_parent()
     _load(model_files, max_len, dtype)
 
 

@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from seq2seq.plots import attention_figures
+from seq2seq.inference.heatmaps import attention_figures
 
 log = logging.getLogger("seq2seq.train")
 

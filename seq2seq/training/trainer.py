@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -28,75 +28,27 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader
 
-from seq2seq import distributed
-from seq2seq.checkpoint import Checkpointer, Saved, build_model
+from seq2seq.checkpoints.checkpointer import Checkpointer, Saved
+from seq2seq.checkpoints.loading import build_model
 from seq2seq.data.batching import count_batches, token_batches
 from seq2seq.data.collate import Batch
-from seq2seq.data.corpus import read_parallel
 from seq2seq.data.indexed import identity
-from seq2seq.data.prepare import copy_tokenizer, corpus_key, open_prepared, prepare
+from seq2seq.data.preparation import copy_tokenizer, corpus_key, open_prepared, prepare
+from seq2seq.data.reading import read_parallel
 from seq2seq.data.tokenizer import open_tokenizer
+from seq2seq.data.workers import ignore_ctrl_c
 from seq2seq.device import output_rows_multiple, pick_device, pick_precision, set_threads
 from seq2seq.errors import UserError
-from seq2seq.metrics import TrainingLog
-from seq2seq.signals import Interrupted, StopSignals, ignore_ctrl_c
-from seq2seq.torch_engine import TorchTranslator
-from seq2seq.train_step import Objective, Optimization, Schedule, StepResult, train_step
-from seq2seq.validation import ValidSet, validate
+from seq2seq.inference.torch_engine import TorchTranslator
+from seq2seq.training import distributed
+from seq2seq.training.budget import Progress, budget_fraction, budget_spent, completed
+from seq2seq.training.log import TrainingLog
+from seq2seq.training.schedule import Schedule
+from seq2seq.training.signals import Interrupted, StopSignals
+from seq2seq.training.step import Objective, Optimization, StepResult, train_step
+from seq2seq.training.validation import ValidSet, validate
 
 log = logging.getLogger("seq2seq.train")
-
-
-@dataclass
-class Progress:
-    """Where training stands; saved in every checkpoint."""
-
-    step: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0  # batches of the current epoch's order already done (by all processes)
-    best_bleu: float = -1.0
-    bad_evals: int = 0  # validations in a row without a better BLEU
-    validated_step: int = 0  # the step of the last validation
-    elapsed: float = 0.0  # seconds spent in the training loop, across resumes
-
-
-def budget_spent(progress: Progress, tcfg) -> str | None:
-    """The budget (or early-stopping rule) ``progress`` has reached, as the key that set it."""
-    if tcfg.max_steps and progress.step >= tcfg.max_steps:
-        return f"trainer.max_steps={tcfg.max_steps}"
-    if tcfg.max_epochs and progress.epoch >= tcfg.max_epochs:
-        return f"trainer.max_epochs={tcfg.max_epochs}"
-    if tcfg.max_time and progress.elapsed >= tcfg.max_time:
-        return f"trainer.max_time={tcfg.max_time:g}"
-    if tcfg.patience and progress.bad_evals >= tcfg.patience:
-        return f"trainer.patience={tcfg.patience}"
-    return None
-
-
-def budget_fraction(progress: Progress, tcfg, batches_per_epoch: int) -> float:
-    """The largest fraction spent of the budgets that are set (steps, epochs, time), 0 to 1;
-    ``batches_per_epoch`` counts the batches of all processes, as ``batch_in_epoch`` does."""
-    fractions = [0.0]
-    if tcfg.max_steps:
-        fractions.append(progress.step / tcfg.max_steps)
-    if tcfg.max_epochs:
-        fractions.append((progress.epoch + progress.batch_in_epoch / batches_per_epoch) / tcfg.max_epochs)
-    if tcfg.max_time:
-        fractions.append(progress.elapsed / tcfg.max_time)
-    return min(1.0, max(fractions))
-
-
-def completed(saved: Saved | None, tcfg) -> str | None:
-    """A line saying that the run ``saved`` belongs to already spent its budget (its last
-    step validated), and how to train on; None when there is none or work is left."""
-    progress = Progress(**saved.progress) if saved is not None else None
-    spent = budget_spent(progress, tcfg) if progress is not None else None
-    if spent is None or progress.validated_step != progress.step:
-        return None
-    return (
-        f"{saved.path.parent.parent} is complete: {spent} reached at step {progress.step} (best "
-        f"validation BLEU {progress.best_bleu:.2f}). To train on, raise {spent.split('=')[0]}"
-    )
 
 
 class Trainer:

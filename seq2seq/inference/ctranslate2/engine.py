@@ -34,97 +34,24 @@ the same options, the output is seq2seq's own, token for token (``tests/test_exp
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
 from pathlib import Path
 
-from seq2seq.config import search_name
-from seq2seq.data.tokenizer import Tokenizer, referenced_tokenizer, tokenizer_reference
+from seq2seq.data.tokenizer import referenced_tokenizer
 from seq2seq.decoding import Hypothesis
 from seq2seq.decoding.common import length_penalty, max_output_length
+from seq2seq.decoding.options import search_name
 from seq2seq.errors import UserError
-from seq2seq.translator import Translator
+from seq2seq.inference.ctranslate2.format import has_vmap, is_export, read_export, require_ctranslate2
+from seq2seq.inference.translator import Translator
 
-EXPORT_FORMAT = 1
-EXPORT_META = "seq2seq.json"  # what marks a folder as an export
-VMAP_FILE = "vmap.txt"  # the name CTranslate2 gives a vocabulary map in a model folder
 COMPUTE_TYPES = {"auto": "default", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # Sentences per worker batch on the CPU: 16 and 32 led 64 on an int8 export, and with a
 # vocabulary map the smaller parts (fewer candidates each) led further; 128 was slower, and one
 # part per call left a worker idle (scripts/bench_ct2_workers.py, docs/BENCHMARKS.md).
 WORKER_BATCH = 16
-
-
-def is_export(path: str | Path) -> bool:
-    """Whether ``path`` is a CTranslate2 export (``python -m seq2seq.export``), not a checkpoint."""
-    return (Path(path) / EXPORT_META).is_file()
-
-
-def require_ctranslate2():
-    """The ``ctranslate2`` module, or one line saying how to install it."""
-    try:
-        import ctranslate2
-    except ImportError:
-        raise UserError(
-            "CTranslate2 is not installed: pip install 'seq2seq[serve]' (make install does it)"
-        ) from None
-    return ctranslate2
-
-
-def write_export(model, tokenizer: Tokenizer, config: dict, folder: Path, quantization: str, source) -> None:
-    """Write a Transformer and its tokenizer as an export into ``folder`` (which must not exist)."""
-    from seq2seq.models.ctranslate2_spec import transformer_spec
-
-    spec = transformer_spec(
-        model,
-        tokenizer.src_pieces(range(tokenizer.src_vocab_size)),
-        tokenizer.tgt_pieces(range(tokenizer.tgt_vocab_size)),
-    )
-    save_spec(spec, folder, quantization)
-    (folder / "tokenizer").mkdir()
-    for path in {tokenizer.src_path, tokenizer.tgt_path}:
-        (folder / "tokenizer" / path.name).write_bytes(path.read_bytes())
-    copied = Tokenizer(
-        folder / "tokenizer" / tokenizer.src_path.name, folder / "tokenizer" / tokenizer.tgt_path.name
-    )
-    meta = {
-        "format": EXPORT_FORMAT,
-        "engine": "ctranslate2",
-        "quantization": quantization,
-        "source": str(source),
-        "max_positions": model.max_positions,
-        "tokenizer": tokenizer_reference(copied, folder),
-        "config": config,
-    }
-    (folder / EXPORT_META).write_text(json.dumps(meta, indent=2) + "\n")
-
-
-def save_spec(spec, folder: Path, quantization: str) -> None:
-    """Validate, quantize and write a CTranslate2 model spec into ``folder`` (created; it must not exist)."""
-    require_ctranslate2()
-    from ctranslate2.converters.converter import Converter
-
-    class SpecConverter(Converter):
-        def _load(self):
-            return spec
-
-    SpecConverter().convert(str(folder), quantization=quantization)
-
-
-def read_export(folder: Path) -> dict:
-    """The ``seq2seq.json`` of an export, checked."""
-    try:
-        meta = json.loads((folder / EXPORT_META).read_text())
-    except (OSError, ValueError):
-        raise UserError(f"{folder / EXPORT_META}: unreadable; export the checkpoint again") from None
-    if meta.get("format") != EXPORT_FORMAT:
-        raise UserError(
-            f"{folder}: export format {meta.get('format')}, this seq2seq reads format {EXPORT_FORMAT}; "
-            "export the checkpoint again"
-        )
-    return meta
 
 
 def check_options(decoding, key: str = "decoding") -> None:
@@ -187,11 +114,6 @@ def worker_batch(engine, sentences: int) -> int:
     worker gets a share, of at most ``WORKER_BATCH`` sentences (0: no split, for one worker)."""
     workers = engine.num_translators
     return 0 if workers == 1 else min(WORKER_BATCH, math.ceil(sentences / workers))
-
-
-def has_vmap(folder: Path) -> bool:
-    """Whether an export folder holds a vocabulary map (``export vmap=true``), which decoding uses."""
-    return (Path(folder) / VMAP_FILE).is_file()
 
 
 def translate_options(d, limit: int, use_vmap: bool = False) -> dict:
@@ -298,7 +220,9 @@ def make_engine(checkpoint: str, decoding, device: str, precision: str, num_thre
         translator = CTranslate2Translator(path, decoding, device, precision, num_threads)
         return translator, translator.meta["config"]
     check_options(decoding)
-    from seq2seq.checkpoint import load_model
+    # A .pt is converted with torch, which the export path never loads otherwise.
+    from seq2seq.checkpoints.loading import load_model
+    from seq2seq.inference.ctranslate2.convert import write_export
 
     model, tokenizer, config = load_model(path)
     scratch = tempfile.TemporaryDirectory(prefix="seq2seq-ct2-")

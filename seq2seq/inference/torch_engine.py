@@ -9,7 +9,7 @@ from seq2seq.data.collate import collate
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.decoding import Hypothesis, search
 from seq2seq.device import autocast
-from seq2seq.translator import Translator
+from seq2seq.inference.translator import Translator
 
 
 class TorchTranslator(Translator):

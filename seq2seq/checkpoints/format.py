@@ -1,0 +1,110 @@
+"""Checkpoint files: the one place that knows their layout.
+
+A checkpoint is a ``torch.save`` of a plain dict (tensors, numbers, strings), so it
+loads with ``weights_only=True``:
+
+    format      FORMAT, the layout version; older layouts are upgraded on load
+    version     the seq2seq version that wrote it
+    model       the model's state_dict
+    config      the run's resolved config as a plain dict (``config["model"]`` rebuilds the model)
+    tokenizer   {"files": {"src": path, "tgt": path}, "sha256": {...}}, paths relative to the run directory
+    optimizer, scheduler, scaler   their state_dicts (training checkpoints)
+    progress    the trainer's ``Progress`` as a dict
+    rng         one random state per training process, in rank order: {"torch": ..., "cuda": ...}
+    data        {"key": the prepared corpus it trained on (``seq2seq/data/preparation.py``), "pairs": N}
+    averaged    the checkpoints whose mean it holds (``averaging.py``; no training state then)
+
+Writes are atomic (a temporary file renamed over the old one).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import zipfile
+from pathlib import Path
+
+import torch
+
+from seq2seq import __version__
+from seq2seq.errors import UserError
+
+FORMAT = 2  # bumped when the layout changes; _upgrade reads the older ones
+
+
+def save_checkpoint(payload: dict, path: Path) -> None:
+    """Write ``payload`` to a temporary file, flush it to disk, then rename it
+    over ``path``: a crash at any moment leaves the previous file intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(
+            f"{path}: could not save the checkpoint ({e.strerror}); the previous one is kept"
+        ) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def link_checkpoint(src: Path, dst: Path) -> None:
+    """Make ``dst`` name the same file as ``src`` (a hard link, or a copy where links
+    are not supported), replacing ``dst`` atomically."""
+    tmp = dst.with_name(dst.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def _upgrade(ckpt: dict) -> dict:
+    """Bring a checkpoint of an older format to the current layout (in place)."""
+    if ckpt.get("format") == 1:
+        model = ckpt["config"].get("model", {})
+        if "tie_output" in model:  # the Transformer's name for it before format 2
+            model["tie_embeddings"] = model.pop("tie_output")
+        ckpt["config"].get("trainer", {}).pop("valid_max_tokens", None)  # now decoding.max_tokens
+        if "progress" in ckpt:  # format 1 validated at every stop and every eval_every step
+            ckpt["progress"].setdefault("validated_step", ckpt["progress"]["step"])
+        rng = ckpt.get("rng")
+        if isinstance(rng, dict):  # format 1: process 0's state, the others' under "processes"
+            ckpt["rng"] = rng.get("processes", [{"torch": rng["torch"], "cuda": rng.get("cuda")}])
+        ckpt["format"] = 2
+    return ckpt
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint with ``weights_only=True``: tensors and plain data only,
+    so a file that carries pickled code is refused and nothing is executed."""
+    path = Path(path)
+    if path.is_dir():
+        inside = path / "checkpoints" / "best.pt"
+        hint = f"checkpoint={inside}" if inside.is_file() else "checkpoint=RUN_DIR/checkpoints/best.pt"
+        raise UserError(f"{path}: is a folder, not a checkpoint; pass {hint}")
+    if not path.is_file():
+        raise UserError(f"{path}: no such checkpoint; pass checkpoint=RUN_DIR/checkpoints/best.pt")
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{path}: not a seq2seq checkpoint, or a truncated one")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(f"{path}: refused, it holds Python objects that are not plain data") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError):
+        raise UserError(f"{path}: not a seq2seq checkpoint, or a truncated one") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise UserError(f"{path}: not a seq2seq checkpoint (no model or config inside)")
+    if ckpt.get("format") not in (1, FORMAT):
+        raise UserError(
+            f"{path}: checkpoint format {ckpt.get('format')} (seq2seq {ckpt.get('version', '?')}) "
+            f"cannot be read by seq2seq {__version__}, which reads format {FORMAT} (and older ones)"
+        )
+    return _upgrade(ckpt)

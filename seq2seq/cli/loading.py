@@ -1,0 +1,39 @@
+"""The translator that evaluate and translate ask for: a checkpoint, an ensemble or an export,
+on the engine that ``engine=`` names (``auto``: CTranslate2 for an export, else torch)."""
+
+from __future__ import annotations
+
+from seq2seq.cli.files import checkpoint_paths, refuse_exports
+from seq2seq.errors import UserError
+from seq2seq.inference.ctranslate2.format import is_export
+
+
+def make_translator(cfg):
+    """Load ``cfg.checkpoint`` (one checkpoint, several as an ensemble, or a CTranslate2
+    export) and wrap it in a translator for ``cfg.decoding`` on ``cfg.engine``.
+    Returns (translator, the training config)."""
+    paths = checkpoint_paths(cfg.checkpoint)
+    engine = cfg.engine
+    if engine == "auto":
+        engine = "ctranslate2" if len(paths) == 1 and is_export(paths[0]) else "torch"
+    if engine == "ctranslate2":
+        if len(paths) > 1:
+            raise UserError(
+                f"checkpoint={cfg.checkpoint}: CTranslate2 runs one model; an ensemble runs on engine=torch"
+            )
+        # CTranslate2 is an optional dependency, imported only when it runs.
+        from seq2seq.inference.ctranslate2.engine import make_engine
+
+        return make_engine(paths[0], cfg.decoding, cfg.device, cfg.precision, cfg.num_threads)
+
+    refuse_exports(paths)
+    # torch loads only here: translating an export never starts it (about 2 s).
+    from seq2seq.checkpoints.loading import load_models
+    from seq2seq.device import pick_device, pick_precision, set_threads
+    from seq2seq.inference.torch_engine import TorchTranslator
+
+    set_threads(cfg.num_threads)
+    device = pick_device(cfg.device, "device")
+    precision = pick_precision(cfg.precision, device, "precision", train=False)
+    model, tokenizer, train_cfg = load_models(paths, device)
+    return TorchTranslator(model, tokenizer, cfg.decoding, device, precision), train_cfg

@@ -1,0 +1,117 @@
+"""Checking a composed config against its command's schema: a misspelt key, a value of the
+wrong type or out of its range, and a combination that cannot work all end in one
+``UserError`` naming the key, its value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import MISSING, fields, is_dataclass
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from seq2seq.config.schema import SCHEMAS
+from seq2seq.decoding.options import check_decoding
+from seq2seq.errors import UserError
+
+
+def schema_fields(schema, prefix: str = ""):
+    """(dotted key, dataclass field) of every setting of ``schema``, nested ones included."""
+    for f in fields(schema):
+        nested = f.default_factory if f.default_factory is not MISSING else None
+        if nested is not None and is_dataclass(nested):
+            yield from schema_fields(nested, f"{prefix}{f.name}.")
+        elif "help" in f.metadata:
+            yield f"{prefix}{f.name}", f
+
+
+def _value(cfg, key: str):
+    return OmegaConf.select(cfg, key, throw_on_missing=False)
+
+
+def _leaf_keys(cfg: DictConfig, prefix: str = ""):
+    for name, value in cfg.items_ex(resolve=False):
+        if OmegaConf.is_dict(value):
+            yield from _leaf_keys(value, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}"
+
+
+def _check_ranges(cfg: DictConfig, schema, command: str) -> None:
+    known = {key for key, _ in schema_fields(schema)}
+    for key in _leaf_keys(cfg):
+        if key not in known and key != "model" and not key.startswith("model."):
+            raise UserError(f"{key}: no such key; python -m seq2seq.{command} --help lists every key")
+    for key, f in schema_fields(schema):
+        parent, _, name = key.rpartition(".")
+        if OmegaConf.is_missing(OmegaConf.select(cfg, parent) if parent else cfg, name):
+            raise UserError(f"{key} is required: add {key}=...")
+        allowed, value = f.metadata["allowed"], _value(cfg, key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{key}={value}: must be a finite number")
+        if allowed is not None and not allowed.admits(value):
+            shown = list(value) if isinstance(value, (list, tuple)) or OmegaConf.is_list(value) else value
+            raise UserError(f"{key}={shown}: must be {allowed.describe()}")
+
+
+def _check_train(cfg: DictConfig) -> None:
+    if len(cfg.optim.betas) != 2:
+        raise UserError(f"optim.betas={list(cfg.optim.betas)}: must be two numbers, [beta1, beta2]")
+    t = cfg.trainer
+    if not (t.max_steps or t.max_epochs or t.max_time or t.patience):
+        raise UserError(
+            "trainer.max_steps, max_epochs, max_time and patience are all 0, so training would never "
+            "stop; set one of them"
+        )
+    if cfg.optim.decay == "linear" and not (t.max_steps or t.max_epochs or t.max_time):
+        raise UserError(
+            "optim.decay=linear decays to 0 where the training budget ends, and trainer.max_steps, "
+            "max_epochs and max_time are all 0; set one of them or use optim.decay=inverse_sqrt"
+        )
+    if cfg.model is None:
+        return
+    from seq2seq.models import build_model
+
+    build_model(cfg.model, 16, 16, shared_vocab=True)  # every constructor check, before any work
+    positions = cfg.model.get("max_positions")
+    if positions is not None and cfg.data.max_len > positions:
+        raise UserError(
+            f"data.max_len={cfg.data.max_len}: must be at most model.max_positions={positions}, the "
+            f"longest sequence the model takes; lower data.max_len or raise model.max_positions"
+        )
+    if cfg.trainer.max_tokens < cfg.data.max_len:
+        raise UserError(
+            f"trainer.max_tokens={cfg.trainer.max_tokens}: must be at least data.max_len={cfg.data.max_len}, "
+            f"so that every kept pair fits in a batch"
+        )
+
+
+def check(cfg: DictConfig, command: str = "train") -> DictConfig:
+    """Type-check ``cfg`` against the schema of ``command``, resolve interpolations and
+    check every range and rule. Returns the typed config; raises ``UserError``."""
+    schema = SCHEMAS[command]
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(schema), cfg)
+        OmegaConf.resolve(typed)
+    except OmegaConfBaseException as e:
+        raise UserError(composition_error(e, command)) from None
+    _check_ranges(typed, schema, command)
+    if "decoding" in typed:
+        check_decoding(typed.decoding)
+    if command == "train":
+        _check_train(typed)
+    return typed
+
+
+def composition_error(e: Exception, command: str) -> str:
+    """One line for an error Hydra or OmegaConf raised while composing: the key and
+    what is wrong with it, without Hydra's search path and object types."""
+    cause = e.__cause__ if isinstance(e.__cause__, OmegaConfBaseException) else e
+    key = getattr(cause, "full_key", None)
+    if key and isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
+        return f"{key}: no such key; python -m seq2seq.{command} --help lists every key"
+    if key:
+        message = getattr(cause, "msg", None) or str(cause)
+        return f"{key}: {message.splitlines()[0]}"
+    return " ".join(str(e).split("Config search path")[0].split())
