@@ -7,7 +7,7 @@ of ``--call`` sentences (in file order, every call at the longest output limit o
 each call split into parts of at most PART sentences (``max_batch_size``; 0: no split).
 An export with a vocabulary map (``export vmap=true``) decodes with it, as ``translate`` does.
 Settings run interleaved, ``--rounds`` times; sentences/s of every round. What
-``seq2seq/ctranslate2_engine.py`` chose (``open_engine``, ``WORKER_BATCH``) comes from this
+``seq2seq/inference/ctranslate2/engine.py`` chose (``open_engine``, ``WORKER_BATCH``) comes from this
 table (docs/BENCHMARKS.md).
 
     python scripts/bench_ct2_workers.py EXPORT_DIR [--src data/multi30k/test_2016_flickr.de.gz]

@@ -32,7 +32,7 @@ Method
       EOS forced last, i.e. the same N tokens plus EOS; cache on/off is ``use_cache``.
     * ``ct2_float32``, ``ct2_int8`` (need ``pip install -e ".[serve]"``): the Transformer preset's
       random model, the very weights the ``transformer`` rows use, exported with
-      ``seq2seq/ctranslate2_engine.py`` and run by CTranslate2 with the same batches,
+      ``seq2seq/inference/ctranslate2/engine.py`` and run by CTranslate2 with the same batches,
       ``min_decoding_length = max_decoding_length = N + 1``: N + 1 decoder steps per sentence,
       like the others, of which N tokens are counted.
     * ``--checkpoint`` mode: the trained model translates ``--test-src`` through ``TorchTranslator``

@@ -17,7 +17,7 @@ LayerNorm, sinusoidal positions, embeddings scaled by sqrt(d_model) and all tied
 smoothing 0.1, Adam (0.9, 0.98) eps 1e-9, lr 1e-3 (400 linear warmup steps, then 1/sqrt(step)),
 clip-norm 1.0, seed 1, on 2 CPU threads (ours: ``trainer.precision=auto``, bf16 autocast on a CPU
 with AMX; fairseq: fp32 unless ``--extra-fairseq=--bf16``), one data-loading worker, no validation
-or checkpoint while measuring: our defaults (``seq2seq/config.py``,
+or checkpoint while measuring: our defaults (``seq2seq/config/schema.py``,
 ``configs/model/transformer.yaml``) with fairseq's schedule in place of the preset's
 (``configs/optim/adam.yaml``), given to fairseq as flags (its default Adam eps is 1e-8). What
 differs:

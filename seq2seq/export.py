@@ -1,7 +1,7 @@
 """``python -m seq2seq.export checkpoint=PATH output=DIR``: a Transformer for CTranslate2.
 
 Writes a folder that CTranslate2 loads as it is (``ctranslate2.Translator(DIR)``),
-with the tokenizer and what seq2seq needs beside it (``seq2seq/ctranslate2_engine.py``
+with the tokenizer and what seq2seq needs beside it (``seq2seq/inference/ctranslate2/engine.py``
 lists the files); ``translate`` and ``evaluate`` run it with ``checkpoint=DIR``.
 ``quantization=int8`` stores int8 weights, the fastest on CPU. The folder is written
 under a temporary name and renamed when complete; an earlier export at ``output=``

@@ -1,11 +1,11 @@
 """``python -m seq2seq.train +model=NAME [key=value ...]``: train a model.
 
 On several processes: ``torchrun --standalone --nproc_per_node=N -m seq2seq.train ...``
-(see ``seq2seq/distributed.py``). ``--help`` lists every key with its default and range.
+(see ``seq2seq/training/distributed.py``). ``--help`` lists every key with its default and range.
 
 Exit status: 0 when training ends by a budget (or the run directory already met
 it), 2 for a user mistake (one ``error:`` line), 130 after Ctrl-C and 143 after
-SIGTERM (``last.pt`` saved first, see ``seq2seq/signals.py``).
+SIGTERM (``last.pt`` saved first, see ``seq2seq/training/signals.py``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Prepared training pairs: token ids in flat memory-mapped files, read without loading them.
 
-A prepared folder (one per corpus and settings, see ``seq2seq/data/prepare.py``) holds:
+A prepared folder (one per corpus and settings, see ``seq2seq/data/preparation.py``) holds:
 
     meta.json         what it holds: format, pairs, dtype, vocabulary sizes, the settings and
                       the sha256 of the files it was made from, counts of what was left out

@@ -3,7 +3,7 @@
 One joint vocabulary is the default (``data.tokenizer.joint=true``: the source
 and target share ``spm.model``); with ``joint=false`` the source and target get
 ``src.model`` and ``tgt.model``. Special ids come from ``seq2seq.special``. The
-models are trained when a corpus is prepared (``seq2seq/data/prepare.py``).
+models are trained when a corpus is prepared (``seq2seq/data/preparation.py``).
 """
 
 from __future__ import annotations

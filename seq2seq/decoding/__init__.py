@@ -11,7 +11,7 @@ from seq2seq.decoding.options import search_name
 
 def search(model, src, src_lengths, cfg, generator=None) -> list[list[Hypothesis]]:
     """Decode a batch with the search ``cfg`` (a ``decoding`` config) selects
-    (``seq2seq.config.search_name``).
+    (``seq2seq.decoding.options.search_name``).
 
     Args:
         src: (B, S) source ids; src_lengths: (B,).

@@ -1,8 +1,8 @@
 """Translate lists of sentences with any engine: sort, batch, decode, restore order.
 
 No torch import here: ``Translator`` is shared by the torch engine
-(``seq2seq/torch_engine.py``) and the CTranslate2 engine
-(``seq2seq/ctranslate2_engine.py``), and the latter runs without loading torch.
+(``seq2seq/inference/torch_engine.py``) and the CTranslate2 engine
+(``seq2seq/inference/ctranslate2/engine.py``), and the latter runs without loading torch.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-DECAYS = ("inverse_sqrt", "linear")  # what the learning rate does after the warmup (train_step.Schedule)
+DECAYS = ("inverse_sqrt", "linear")  # what the learning rate does after the warmup (Schedule below)
 
 
 class Schedule:

@@ -12,7 +12,7 @@ function of the seed and the epoch), so the steps after a resume are the steps
 an uninterrupted run would have taken.
 
 Under torchrun every process runs this loop on its share of the batches
-(``seq2seq/distributed.py``); only the main process validates, logs and saves.
+(``seq2seq/training/distributed.py``); only the main process validates, logs and saves.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ is, plus what seq2seq needs beside it:
     seq2seq.json                                     format, quantization, the tokenizer's
                                                      reference and hashes, the training config
     vmap.txt                                         with export vmap=true: the vocabulary map
-                                                     (seq2seq/vocab_map.py), used when present
+                                                     (seq2seq/inference/ctranslate2/vocab_map.py), used when present
 
 ``CTranslate2Translator`` decodes with it behind ``Translator``'s interface, so
 ``translate`` and ``evaluate`` take every ``decoding.*`` key they take with
