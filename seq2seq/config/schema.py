@@ -189,7 +189,8 @@ class ExportConfig:
     vmap: bool = setting(
         False,
         "also write a vocabulary map learnt from the checkpoint's training data: CTranslate2 then "
-        "scores only the likely target pieces of each batch (faster; seq2seq/inference/ctranslate2/vocab_map.py)",
+        "scores only the likely target pieces of each batch (faster; seq2seq/inference/ctranslate2/"
+        "vocab_map.py)",
     )
     vmap_per_piece: int = setting(50, "vmap: target candidates kept for each source piece", AT_LEAST_1)
     vmap_common: int = setting(

@@ -1,15 +1,4 @@
-"""CTranslate2 as a second decoding engine: the export folder and its translator.
-
-An export (``python -m seq2seq.export``) is a folder that CTranslate2 loads as it
-is, plus what seq2seq needs beside it:
-
-    model.bin, config.json, shared_vocabulary.json   CTranslate2's model (or
-                                                     source_/target_vocabulary.json)
-    tokenizer/spm.model                              the SentencePiece model(s) (or src.model, tgt.model)
-    seq2seq.json                                     format, quantization, the tokenizer's
-                                                     reference and hashes, the training config
-    vmap.txt                                         with export vmap=true: the vocabulary map
-                                                     (seq2seq/inference/ctranslate2/vocab_map.py), used when present
+"""Decoding an export (``format.py`` lists its files) with CTranslate2.
 
 ``CTranslate2Translator`` decodes with it behind ``Translator``'s interface, so
 ``translate`` and ``evaluate`` take every ``decoding.*`` key they take with
