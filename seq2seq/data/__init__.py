@@ -1,1 +1,7 @@
-"""Corpus reading, SentencePiece tokenization and token-based batching."""
+"""Data: reading parallel text (``reading.py``), SentencePiece tokenization (``tokenizer.py``),
+preparing a training corpus once into memory-mapped ids (``preparation.py``, ``indexed.py``,
+with its encoding processes in ``workers.py``), token-based batching (``batching.py``, no
+torch) and collating a batch into tensors (``collate.py``).
+
+May import only the leaf modules (``special``, ``errors``): not ``models``, nor anything above.
+"""

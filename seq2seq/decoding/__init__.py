@@ -1,7 +1,10 @@
-"""Decoding strategies, all written against ``EncoderDecoder``'s step interface.
+"""Decoding: the searches (``greedy.py``, ``beam.py``, ``sampling.py``), all written against
+``EncoderDecoder``'s step interface, what they share (``common.py``: hypotheses, length
+limits, the length penalty) and the ``decoding.*`` options with their rules (``options.py``).
 
-Importing the package does not import torch (``Hypothesis`` and the length rules in
-``common`` serve the CTranslate2 engine too); ``search`` loads the search it runs."""
+May import ``models`` and the leaf modules (``special``, ``errors``, ``settings``). Importing
+the package does not import torch (``Hypothesis``, the length rules and the options serve the
+CTranslate2 engine too); ``search`` loads the search it runs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,11 @@
-"""Encoder-decoder models behind one interface (see ``base.EncoderDecoder``)."""
+"""Encoder-decoder models behind one interface (``base.EncoderDecoder``): the Transformer
+(``transformer.py``), the recurrent GRU and LSTM models (``recurrent.py``) with their attention
+types (``attention.py``), the dropout they share (``dropout.py``), and an ensemble of several
+(``ensemble.py``). ``build_model`` instantiates the one a ``model`` config names.
+
+May import only the leaf modules (``special``, ``errors``): everything else is written against
+this package, never the other way round.
+"""
 
 from __future__ import annotations
 
