@@ -11,6 +11,8 @@ import pytest
 
 from tests.conftest import tiny_overrides
 
+pytestmark = pytest.mark.slow  # the bench's settings train the tiny model
+
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 

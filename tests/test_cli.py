@@ -18,6 +18,8 @@ from seq2seq.translate import translate
 
 from .conftest import run_cli, tiny_overrides
 
+pytestmark = pytest.mark.slow  # every test trains or runs the commands as processes
+
 
 def tensorboard_tags(folder) -> set[tuple[str, str]]:
     """(plugin, tag) of every summary written under ``folder``."""

@@ -191,6 +191,7 @@ def test_file_digests_are_remembered_until_the_file_changes(tmp_path, monkeypatc
     assert corpus_key(cfg)[0] != key and reads[-1] == str(src)
 
 
+@pytest.mark.slow
 def test_prepared_folder_moves_in_only_when_complete(tiny_corpus, tmp_path):
     """kill -9 in the middle of preparing: no folder is left that a later run takes as
     complete, and the next run prepares it (clearing the killed one's temporary folder)."""

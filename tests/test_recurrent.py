@@ -154,6 +154,7 @@ def toy_pairs():
     return src, torch.tensor([len(s) + 1 for s in sources]), tgt_in, tgt_out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["gru_bahdanau", "lstm_luong"])
 def test_preset_overfits_toy_pairs(preset):
     config = model_preset(preset)

@@ -43,6 +43,7 @@ def reference(tiny_corpus, tmp_path_factory):
     return work, args
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
 )
@@ -89,6 +90,7 @@ def test_signal_saves_says_how_to_resume_and_resumes_exactly(reference, sig, cod
         assert abs(losses[s] - loss) <= 1e-6, (s, losses[s], loss)
 
 
+@pytest.mark.slow
 def test_signal_during_validation_abandons_it_and_saves(tiny_corpus, tmp_path, monkeypatch, caplog):
     """SIGTERM while validating: validation is dropped at once, last.pt is saved at that
     step without a best.pt, and training reports the signal. Training again first runs
@@ -140,6 +142,7 @@ def run_files(run: Path) -> dict[str, bytes]:
     return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_left_alone(tiny_corpus, tmp_path):
     """Training again into a run whose last.pt met its budget says so, exits 0 and changes
     no byte of the run directory; a raised budget trains on."""
@@ -157,6 +160,7 @@ def test_a_finished_run_is_left_alone(tiny_corpus, tmp_path):
     assert "at step 4" in more.stderr and "stopped: trainer.max_steps=6 at step 6" in more.stderr
 
 
+@pytest.mark.slow
 def test_a_run_stopped_early_is_complete(tiny_corpus, tmp_path, caplog):
     """patience=1 stops after a validation without a better BLEU; trying again says the
     run is complete and which key to raise."""
@@ -172,6 +176,7 @@ def test_a_run_stopped_early_is_complete(tiny_corpus, tmp_path, caplog):
     )
 
 
+@pytest.mark.slow
 def test_failed_check_leaves_no_run_directory(tiny_corpus, tmp_path):
     """A missing training file, found after Hydra made the run directory: one error line,
     and neither the run directory nor outputs/ is left behind."""
@@ -198,6 +203,7 @@ def test_throughput_counts_training_steps_only(tmp_path, caplog):
     assert speeds == [400.0, 50.0]
 
 
+@pytest.mark.slow
 def test_second_signal_during_a_step_stops_at_once(tiny_corpus, tmp_path, monkeypatch, caplog):
     """Two SIGINTs inside one step: the second ends training at once, with a line that
     says so; the checkpoint saved before stays as it was."""
@@ -226,6 +232,7 @@ def test_signals_wait_while_a_checkpoint_is_written():
         assert stops.received == signal.SIGTERM
 
 
+@pytest.mark.slow
 def test_failed_check_keeps_a_folder_that_existed(tiny_corpus, tmp_path):
     """hydra.run.dir naming a folder the user already had (or the working directory
     itself): a failed check removes nothing of it."""
@@ -240,6 +247,7 @@ def test_failed_check_keeps_a_folder_that_existed(tiny_corpus, tmp_path):
         assert mine.read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_validation_pairs_longer_than_the_model_are_cut(tiny_corpus, tmp_path):
     """A validation line of about 3,000 pieces: validation cuts it (loss and BLEU) and
     training goes on, instead of failing at the first validation."""

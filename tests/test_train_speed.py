@@ -60,6 +60,7 @@ def test_loss_overwriting_the_logits_gives_the_same_gradients(dtype):
     assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
 
 
+@pytest.mark.slow
 def test_fused_loss_passes_gradcheck():
     logits = torch.randn(CHUNK + 3, 6, dtype=torch.float64, requires_grad=True)
     target = torch.randint(0, 6, (CHUNK + 3,))
@@ -138,6 +139,7 @@ def test_fused_adam_matches_the_loop():
     assert losses == pytest.approx(one_step(loop, "fp32", steps=3), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_compiled_step_loss_matches_eager_within_1e_5():
     eager, compiled = tiny_model(), tiny_model()
     objective = torch.compile(Objective(compiled), dynamic=True)

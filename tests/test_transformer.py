@@ -91,6 +91,7 @@ def test_embeddings_are_tied():
     assert separate.src_embed.weight is not separate.tgt_embed.weight
 
 
+@pytest.mark.slow
 def test_overfits_a_handful_of_pairs():
     model = tiny()
     src, lengths, tgt_in = toy_batch()
