@@ -14,6 +14,7 @@ import pytest
 
 import seq2seq.training.trainer
 from seq2seq.checkpoints.format import load_checkpoint
+from seq2seq.special import EOS_ID
 from seq2seq.training.signals import Interrupted, StopSignals
 
 from .conftest import compose_train, last_losses, run_cli, tiny_overrides
@@ -113,12 +114,12 @@ def test_signal_during_validation_abandons_it_and_saves(tiny_corpus, tmp_path, m
 
     with caplog.at_level("INFO", logger="seq2seq.train"):  # the validation due at step 3 comes first
         monkeypatch.undo()
+        caplog.clear()  # the first run's lines
         resumed = seq2seq.training.trainer.train(cfg, tmp_path / "run")
-    messages = [m for m in caplog.messages if m.startswith(("resuming", "validation at"))]
-    assert messages[:2] == [
-        f"resuming from {tmp_path / 'run/checkpoints/last.pt'} at step 3 (epoch 1)",
-        messages[1],
-    ] and messages[1].startswith("validation at step 3:")
+    messages = [m for m in caplog.messages if m.startswith(("resuming", "validation at", "step "))]
+    assert messages[0] == f"resuming from {tmp_path / 'run/checkpoints/last.pt'} at step 3 (epoch 1)"
+    assert messages[1].startswith("validation at step 3:"), messages  # before any step of training
+    assert [m for m in messages if m.startswith("validation at step 3:")] == messages[1:2]  # once
     assert resumed.progress.step == 10 and (tmp_path / "run/checkpoints/best.pt").exists()
 
 
@@ -248,7 +249,7 @@ def test_failed_check_keeps_a_folder_that_existed(tiny_corpus, tmp_path):
 
 
 @pytest.mark.slow
-def test_validation_pairs_longer_than_the_model_are_cut(tiny_corpus, tmp_path):
+def test_validation_pairs_longer_than_the_model_are_cut(tiny_corpus, tmp_path, caplog):
     """A validation line of about 3,000 pieces: validation cuts it (loss and BLEU) and
     training goes on, instead of failing at the first validation."""
     valid = [line.strip() for line in tiny_corpus["valid.de"].read_text().splitlines()]
@@ -257,5 +258,11 @@ def test_validation_pairs_longer_than_the_model_are_cut(tiny_corpus, tmp_path):
     cfg = compose_train(
         tiny_corpus, f"data.valid.src={long_src}", "trainer.max_steps=2", "trainer.eval_every=2"
     )
-    trainer = seq2seq.training.trainer.train(cfg, tmp_path / "run")
+    with caplog.at_level("WARNING", logger="seq2seq.train"):
+        trainer = seq2seq.training.trainer.train(cfg, tmp_path / "run")
+    limit = trainer.model.max_positions
+    cut = [m for m in caplog.messages if m.startswith("validation:")]
+    assert cut == [f"validation: 1 pairs longer than the model's limit of {limit} pieces are cut"]
+    assert len(trainer.valid.src_ids[0]) == limit and trainer.valid.src_ids[0][-1] == EOS_ID
+    assert all(len(s) <= limit for s in trainer.valid.src_ids)
     assert trainer.progress.validated_step == 2
