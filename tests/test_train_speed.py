@@ -97,8 +97,10 @@ def test_explicit_attention_equals_the_fused_kernel(causal):
     x = torch.randn(3, 7, 32)
     mask = None if causal else (torch.arange(7) < torch.tensor([[7], [4], [2]])).view(3, 1, 1, 7)
     fused, _, _ = attention(x, mask)
-    explicit, _, weights = attention(x, mask, need_weights=True)
-    assert weights is not None
+    explicit, _, weights = attention(x, mask, need_weights=True)  # (B, h, T, S)
+    allowed = torch.ones(7, 7, dtype=torch.bool).tril() if causal else mask  # where a key may be seen
+    assert weights.shape == (3, 4, 7, 7) and (weights.masked_select(~allowed) == 0).all()
+    torch.testing.assert_close(weights.sum(-1), torch.ones(3, 4, 7))
     assert torch.allclose(explicit, fused, atol=1e-6)
 
 
