@@ -1,4 +1,4 @@
-# make train | make test | make lint | make bench-train | make bench-decode | make bench-data
+# make train | make test | make test-fast | make lint | make bench-train | make bench-decode | make bench-data
 # TORCH pins the PyTorch build installed first: the default takes the CPU wheel on
 # machines that provide it; on a GPU machine use e.g. `make TORCH=torch install`.
 PYTHON ?= python3
@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install train test lint format bench-train bench-decode bench-data clean
+.PHONY: install train test test-fast lint format bench-train bench-decode bench-data clean
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ train: install
 
 test: install
 	$(BIN)/python -m pytest $(ARGS)
+
+# The tests not marked slow: no training, no wheel, no command-line processes.
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
 lint: install
 	$(BIN)/ruff check seq2seq tests scripts

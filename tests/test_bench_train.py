@@ -6,10 +6,13 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from tests.conftest import tiny_overrides
+
+pytestmark = pytest.mark.slow  # the bench's settings train the tiny model
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
@@ -31,10 +34,17 @@ def tiny(tiny_corpus):
     return " ".join(tiny_overrides(tiny_corpus)[1:])
 
 
-def test_setting_times_steps_and_counts_at_least_the_output_layer(tiny, tmp_path):
+def test_setting_times_steps_and_counts_at_least_the_output_layer(tiny, tmp_path, monkeypatch):
+    """tokens/s is the target tokens of the steps after the warm-up over their time alone
+    (a clock that moves 0.5 s a reading); every round starts again from the same weights."""
+    clock = iter(0.5 * i for i in range(100))
+    monkeypatch.setattr(bench, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
     setting = bench.Setting("transformer", f"{tiny} trainer.precision=fp32", tmp_path, 3)
-    assert bench.timed(setting, 1) > 0
-    assert len(setting.losses) == 3
+    after_warmup = sum(b.num_tgt_tokens for b in setting.batches[1:])
+    assert bench.timed(setting, 1) == after_warmup / 0.5
+    assert setting.warmup_s == [0.5] and len(setting.losses) == 3
+    assert bench.timed(setting, 1) == after_warmup / 0.5
+    assert setting.losses[3:] == pytest.approx(setting.losses[:3], rel=1e-6)  # restarted
     model = setting.trainer.model
     d, vocab = model.output.in_features, model.output.out_features
     # The output layer alone: 2 d V a token forward, 4 d V backward (its input and weight).

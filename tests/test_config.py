@@ -164,6 +164,7 @@ def test_bad_setting_is_one_line_naming_key_value_and_range(command, overrides, 
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
+@pytest.mark.slow
 def test_bad_settings_stop_the_commands_before_any_work(tmp_path):
     """Through the real command lines: exit 2, one error line, nothing written; translate
     checks its decoding settings even with nothing on stdin, and with no checkpoint loaded."""
@@ -196,6 +197,7 @@ def test_presets_write_no_default_twice():
                 assert value != getattr(schema, key), f"{path.name}: {key} repeats its default {value}"
 
 
+@pytest.mark.slow
 def test_help_lists_every_key_with_default_and_range(tmp_path):
     proc = run_cli("train", "--help", cwd=tmp_path)
     for line in ("trainer.eval_every=200", "[>= 1]", "decoding.top_p=1.0", "optim.label_smoothing=0.1"):
@@ -209,6 +211,7 @@ def test_help_lists_every_key_with_default_and_range(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_command_line_errors(tmp_path):
     no_model = run_cli("train", cwd=tmp_path, check=False)
     assert no_model.returncode == 2

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 import seq2seq.data.preparation as prepare_module
 from seq2seq.config.schema import DataConfig
-from seq2seq.data.batching import token_batches
+from seq2seq.data.batching import count_batches, token_batches
 from seq2seq.data.collate import collate
 from seq2seq.data.indexed import IndexedPairs, IndexedWriter, id_dtype
 from seq2seq.data.preparation import cache_folder, corpus_key, open_prepared, prepare
@@ -191,6 +191,7 @@ def test_file_digests_are_remembered_until_the_file_changes(tmp_path, monkeypatc
     assert corpus_key(cfg)[0] != key and reads[-1] == str(src)
 
 
+@pytest.mark.slow
 def test_prepared_folder_moves_in_only_when_complete(tiny_corpus, tmp_path):
     """kill -9 in the middle of preparing: no folder is left that a later run takes as
     complete, and the next run prepares it (clearing the killed one's temporary folder)."""
@@ -281,14 +282,24 @@ def test_batching_packs_like_the_greedy_loop():
         assert [b.tolist() for b in got] == expected
 
 
-def test_batches_of_a_million_pairs_are_quick():
-    """A million pairs batched with numpy alone (a Python loop over the pairs would take seconds)."""
+def test_batches_of_a_million_pairs_cover_each_once_tightly_packed():
+    """A million pairs (the scale ``scripts/bench_data.py`` times): each pair in one batch,
+    no batch over its budget, hardly any padding, as many batches as ``count_batches``
+    says, and the same batches again for the same (seed, epoch)."""
     rng = np.random.default_rng(0)
-    src, tgt = rng.integers(1, 128, 1_000_000), rng.integers(1, 128, 1_000_000)
-    start = time.process_time()
-    batches = token_batches(src, tgt, 4096, seed=1, epoch=0)
-    assert sum(len(b) for b in batches) == 1_000_000
-    print(f"1M pairs batched in {time.process_time() - start:.2f} s of CPU")
+    n, max_tokens = 1_000_000, 4096
+    src, tgt = rng.integers(1, 128, n), rng.integers(1, 128, n)
+    batches = token_batches(src, tgt, max_tokens, seed=1, epoch=0)
+    size = np.maximum(src, tgt + 1)  # the tokens a pair needs a row
+    flat = np.concatenate(batches)
+    assert len(flat) == n and np.array_equal(np.sort(flat), np.arange(n))
+    lengths = np.array([len(b) for b in batches])
+    longest = np.array([size[b].max() for b in batches])
+    assert (lengths * longest <= max_tokens).all()
+    assert (lengths * longest).sum() < 1.01 * size.sum()  # sorted by size: batches of one size
+    assert len(batches) == count_batches(src, tgt, max_tokens)
+    again = token_batches(src, tgt, max_tokens, seed=1, epoch=0)
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
 
 
 def test_batches_group_similar_lengths():

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -17,6 +18,8 @@ from seq2seq.data.collate import collate
 from seq2seq.models.transformer import Transformer
 from seq2seq.training.step import Objective, Optimization, train_step
 from tests.conftest import ROOT, run_cli, tiny_overrides
+
+pytestmark = pytest.mark.slow  # starts worker processes and torchrun trainings
 
 
 def tiny_model() -> Transformer:

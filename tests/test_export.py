@@ -87,6 +87,7 @@ def ended_early(hyps, limit: int) -> bool:
     return all(len(h.tokens) + 1 < limit for h in hyps)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["pre_norm", "post_norm"])
 def test_float32_export_decodes_token_for_token_like_seq2seq(runs, tiny_corpus, name):
     model, tokenizer, _ = load_model(runs[name] / "checkpoints" / "best.pt")
@@ -127,6 +128,7 @@ def test_float32_export_decodes_token_for_token_like_seq2seq(runs, tiny_corpus, 
                     assert mine.score == pytest.approx(other.score, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_export_folder_holds_the_model_tokenizer_and_metadata(runs):
     for name, files in (("pre_norm", ["spm.model"]), ("post_norm", ["src.model", "tgt.model"])):
         folder = exported(runs[name])
@@ -144,6 +146,7 @@ def test_export_folder_holds_the_model_tokenizer_and_metadata(runs):
     assert not list(runs["pre_norm"].glob(".export*"))  # no partial folder left behind
 
 
+@pytest.mark.slow
 def test_int8_export_is_smaller_and_translates(runs, tmp_path):
     f32, int8 = exported(runs["pre_norm"]), exported(runs["pre_norm"], "int8")
     assert (int8 / "model.bin").stat().st_size < 0.6 * (f32 / "model.bin").stat().st_size
@@ -152,6 +155,7 @@ def test_int8_export_is_smaller_and_translates(runs, tmp_path):
     assert len(lines) == len(SOURCES) and lines[2] == ""  # one line out per line in
 
 
+@pytest.mark.slow
 def test_cpu_workers_share_every_batch_and_decode_as_one(runs, tiny_corpus):
     folder = exported(runs["pre_norm"])
     engine = open_engine(folder, num_threads=3)
@@ -164,6 +168,7 @@ def test_cpu_workers_share_every_batch_and_decode_as_one(runs, tiny_corpus):
     assert [[h.tokens for h in hyps] for hyps in three] == [[h.tokens for h in hyps] for hyps in one]
 
 
+@pytest.mark.slow
 def test_bench_ct2_workers_times_every_setting(runs, tiny_corpus, tmp_path):
     script = Path(__file__).resolve().parent.parent / "scripts" / "bench_ct2_workers.py"
     src = tmp_path / "src.de"
@@ -182,6 +187,7 @@ def test_bench_ct2_workers_times_every_setting(runs, tiny_corpus, tmp_path):
         assert all(float(x) > 0 for x in row[2].rstrip(" |").split(" / ")) and row[2].count("/") == 1
 
 
+@pytest.mark.slow
 def test_translate_and_evaluate_run_an_export_like_a_checkpoint(runs, tmp_path):
     run = runs["pre_norm"]
     folder, best = exported(run), run / "checkpoints" / "best.pt"
@@ -218,6 +224,7 @@ def test_translate_and_evaluate_run_an_export_like_a_checkpoint(runs, tmp_path):
     assert metrics["bleu"] == json.loads((tmp_path / "best.test.de.metrics.json").read_text())["bleu"]
 
 
+@pytest.mark.slow
 def test_an_export_translates_without_importing_torch(runs, tmp_path):
     """The export path loads CTranslate2, SentencePiece and the config, not torch (about 2 s
     of every command's start-up)."""
@@ -237,6 +244,7 @@ def test_an_export_translates_without_importing_torch(runs, tmp_path):
     assert "torch loaded: False" in proc.stderr
 
 
+@pytest.mark.slow
 def test_export_again_replaces_an_earlier_export(runs, tmp_path):
     best = runs["pre_norm"] / "checkpoints" / "best.pt"
     folder = tmp_path / "ct2"
@@ -256,6 +264,7 @@ def refused(command: str, args: list[str], *fragments: str) -> None:
         assert fragment in str(caught.value), (fragment, str(caught.value))
 
 
+@pytest.mark.slow
 def test_export_refuses_bad_inputs(runs, tmp_path):
     best = runs["pre_norm"] / "checkpoints" / "best.pt"
     gru = runs["gru"] / "checkpoints" / "best.pt"
@@ -285,6 +294,7 @@ def test_export_refuses_bad_inputs(runs, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
 
 
+@pytest.mark.slow
 def test_options_ctranslate2_cannot_honour_are_refused(runs, tmp_path):
     folder, best = exported(runs["pre_norm"]), runs["pre_norm"] / "checkpoints" / "best.pt"
     cases = [
@@ -333,6 +343,7 @@ def test_vocabulary_map_ranks_translations_above_frequent_pieces():
     assert candidates([[3]], [[1]], 8, 14) == ([], {})  # nothing but specials: an empty map
 
 
+@pytest.mark.slow
 def test_export_with_a_vocabulary_map_keeps_outputs_to_its_candidates(runs, tiny_corpus, tmp_path):
     run = runs["pre_norm"]
     best = run / "checkpoints" / "best.pt"
@@ -370,6 +381,7 @@ def test_export_with_a_vocabulary_map_keeps_outputs_to_its_candidates(runs, tiny
         assert set(output) <= allowed | {"<s>", "</s>", "<unk>"}, sentence
 
 
+@pytest.mark.slow
 def test_export_with_a_vocabulary_map_needs_the_training_data(runs, tmp_path):
     checkpoints = runs["pre_norm"] / "checkpoints"
     moved = checkpoints / "trained_elsewhere.pt"  # beside best.pt: the same run's tokenizer
@@ -384,6 +396,7 @@ def test_export_with_a_vocabulary_map_needs_the_training_data(runs, tmp_path):
     assert list(tmp_path.iterdir()) == []  # no partial export left
 
 
+@pytest.mark.slow
 def test_bench_decode_measures_an_export_with_a_vocabulary_map(runs, tiny_corpus, tmp_path):
     script = Path(__file__).resolve().parent.parent / "scripts" / "bench_decode.py"
     best = runs["pre_norm"] / "checkpoints" / "best.pt"

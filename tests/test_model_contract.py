@@ -1,4 +1,5 @@
-"""The decoding contract of ``seq2seq/models/base.py``, checked on every backend alike."""
+"""The decoding contract of ``seq2seq/models/base.py``, checked on every backend alike:
+the Transformer, the GRU and the LSTM with every attention type, and an ensemble of two."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ import pytest
 import torch
 
 from seq2seq.inference.heatmaps import attention_figures
-from seq2seq.models import RecurrentEncoderDecoder, Transformer
+from seq2seq.models import Ensemble, RecurrentEncoderDecoder, Transformer
 from seq2seq.models.attention import ATTENTIONS
 from seq2seq.models.base import EncoderDecoder, map_state
 from seq2seq.special import BOS_ID, EOS_ID, PAD_ID
 
 V = 30
-BACKENDS = ["transformer"] + [f"{cell}-{kind}" for cell in ("gru", "lstm") for kind in ATTENTIONS]
+RECURRENT = [f"{cell}-{kind}" for cell in ("gru", "lstm") for kind in ATTENTIONS]
+BACKENDS = ["transformer", *RECURRENT, "ensemble"]
 
 
 def build(name: str) -> EncoderDecoder:
@@ -21,9 +23,11 @@ def build(name: str) -> EncoderDecoder:
         model = Transformer(
             V, V, d_model=16, heads=2, encoder_layers=1, decoder_layers=2, ffn_dim=32, dropout=0.0
         )
+    elif name == "ensemble":  # two architectures, each keeping its own sentence sharing
+        model = Ensemble([build("transformer"), build("lstm-bahdanau")])
     else:
         cell, kind = name.split("-")
-        sizes = {"emb_size": 16, "hidden_size": 16, "dropout": 0.0, "local_window": 2}
+        sizes = {"emb_size": 16, "hidden_size": 16, "dropout": 0.0, "local_window": 2, "decoder_layers": 2}
         model = RecurrentEncoderDecoder(V, V, shared_vocab=True, cell=cell, attention=kind, **sizes)
     return model.eval()
 
@@ -43,29 +47,62 @@ def tensors(state) -> list[torch.Tensor]:
     return out
 
 
+def sentence_parts(model, state) -> list[torch.Tensor]:
+    """The tensors a state keeps once per sentence (an ensemble's: its members')."""
+    if isinstance(model, Ensemble):
+        return [t for m, s in zip(model.members, state["members"], strict=True) for t in sentence_parts(m, s)]
+    return [t for key in model.sentence_keys for t in tensors(state[key])]
+
+
+def assert_same_state(a, b, atol=1e-6):
+    """Two states of one layout (the same keys, lists and tensor shapes) and values."""
+    assert map_state(a, lambda t: t.shape) == map_state(b, lambda t: t.shape)
+    for x, y in zip(tensors(a), tensors(b), strict=True):
+        torch.testing.assert_close(x, y, atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_reorder_then_step_equals_step_then_reorder(name):
+    """Selecting rows (reordered, repeated, dropped) before a step gives the logits and
+    the state of selecting them after it, from the first state and from a stepped one."""
+    model = build(name)
+    src, lengths, tgt = toy()
+    with torch.no_grad():
+        first = model.init_state(model.encode(src, lengths))
+        _, stepped = model.step(tgt[:, 0], first)
+        for state, t in ((first, 0), (stepped, 1)):
+            for index in (torch.tensor([2, 0, 0, 1]), torch.tensor([1, 2])):
+                before, state_before = model.step(tgt[index, t], model.reorder_state(state, index))
+                after, state_after = model.step(tgt[:, t], state)
+                torch.testing.assert_close(before, after[index], atol=1e-6, rtol=0)
+                assert_same_state(state_before, model.reorder_state(state_after, index))
+
+
 @pytest.mark.parametrize("name", BACKENDS)
 def test_beams_share_the_sentence_state_and_decode_like_separate_rows(name):
     """Two rows per sentence share its sentence_keys entries (no copy); any reorder
-    (beams swapped, a sentence dropped, uneven rows) gives the logits of a model given
-    each row's sentence as a batch row of its own."""
+    (beams swapped, a sentence dropped, uneven rows) keeps one copy per sentence where
+    the rows come in equal runs, and gives the logits of a model given each row's
+    sentence as a batch row of its own."""
     model = build(name)
     src, lengths, tgt = toy()
     with torch.no_grad():
         state = model.init_state(model.encode(src, lengths))
-        assert model.sentence_keys, "every backend keeps its source-side state once per sentence"
+        assert sentence_parts(model, state), "every backend keeps its source-side state once per sentence"
         beams = model.reorder_state(state, torch.tensor([0, 0, 1, 1, 2, 2]))
         assert model.rows_per_sentence(beams) == 2
-        for key in model.sentence_keys:
-            assert all(a is b for a, b in zip(tensors(beams[key]), tensors(state[key]), strict=True)), key
+        shared = zip(sentence_parts(model, beams), sentence_parts(model, state), strict=True)
+        assert all(a is b for a, b in shared)  # not copied
         _, beams = model.step(tgt[[0, 0, 1, 1, 2, 2], 0], beams)
         for index, group in (
-            (torch.tensor([1, 0, 2, 2, 5, 4]), 2),
-            (torch.tensor([0, 1, 4, 5]), 2),
-            (torch.tensor([0, 2, 3, 3, 5]), 1),
+            (torch.tensor([1, 0, 2, 2, 5, 4]), 2),  # same sentences, beams swapped
+            (torch.tensor([0, 1, 4, 5]), 2),  # sentence 1 finished
+            (torch.tensor([0, 2, 3, 3, 5]), 1),  # uneven: one copy per row
         ):
             fast = model.reorder_state(beams, index)
             assert model.rows_per_sentence(fast) == group
-            rows = index // 2
+            assert all(t.size(0) == len(index) // group for t in sentence_parts(model, fast))
+            rows = index // 2  # the sentence of each new row
             alone = model.init_state(model.encode(src[rows], lengths[rows]))
             _, alone = model.step(tgt[rows, 0], alone)
             a, _ = model.step(tgt[rows, 1], fast)
@@ -73,16 +110,19 @@ def test_beams_share_the_sentence_state_and_decode_like_separate_rows(name):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["transformer", "gru-bahdanau", "lstm-general"])
+@pytest.mark.parametrize("name", BACKENDS)
 def test_step_leaves_its_input_state_unchanged(name):
+    """Stepping from the first state and from a stepped one (a non-empty cache) leaves
+    every tensor of it, and its layout, as it was."""
     model = build(name)
     src, lengths, tgt = toy()
     with torch.no_grad():
-        _, state = model.step(tgt[:, 0], model.init_state(model.encode(src, lengths)))
-        before = map_state(state, torch.clone)
-        model.step(tgt[:, 1], state)
-    for a, b in zip(tensors(state), tensors(before), strict=True):
-        assert torch.equal(a, b)
+        first = model.init_state(model.encode(src, lengths))
+        _, stepped = model.step(tgt[:, 0], first)
+        for state, t in ((first, 0), (stepped, 1)):
+            before = map_state(state, torch.clone)
+            model.step(tgt[:, t], state)
+            assert_same_state(state, before, atol=0)
 
 
 class WithCounter(Transformer):

@@ -15,6 +15,8 @@ import torch
 
 from .conftest import ROOT, tiny_overrides
 
+pytestmark = pytest.mark.slow  # builds a wheel and runs its commands
+
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:

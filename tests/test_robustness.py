@@ -185,6 +185,7 @@ def refused_run(run_dir, tiny_corpus, tmp_path_factory):
 # ---------------------------------------------------------------- 1. kill -9 and resume
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_the_uninterrupted_run(tiny_corpus, tmp_path):
     """A run killed with SIGKILL mid-epoch and started again logs, step for step, the
     losses of an uninterrupted run (dropout on, so the random state must be restored)
@@ -290,6 +291,7 @@ def test_stale_tmp_from_a_killed_save_is_overwritten(tmp_path):
 # ---------------------------------------------------------------- 3. keep_last
 
 
+@pytest.mark.slow
 def test_keep_last_keeps_the_newest_step_checkpoints(run_dir):
     """save_every=1 keep_last=2 max_steps=5 leaves step 4 and 5 next to last.pt and best.pt."""
     names = sorted(p.name for p in (run_dir / "checkpoints").glob("*"))
@@ -316,6 +318,7 @@ def test_checkpoint_carrying_code_is_refused_without_running_it(tmp_path):
     assert control.exists()
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_a_checkpoint_carrying_code(tmp_path):
     """Through the command line: one error line, exit 2, and the code never ran."""
     marker = tmp_path / "pwned"
@@ -328,6 +331,7 @@ def test_evaluate_refuses_a_checkpoint_carrying_code(tmp_path):
 # ---------------------------------------------------------------- 5. numerical faults
 
 
+@pytest.mark.slow
 def test_a_few_nan_losses_are_skipped(tiny_corpus, tmp_path, monkeypatch, caplog):
     """Three NaN losses in a row (fewer than max_bad_steps) skip their updates with a
     warning each; training reaches max_steps with finite weights."""
@@ -344,6 +348,7 @@ def test_a_few_nan_losses_are_skipped(tiny_corpus, tmp_path, monkeypatch, caplog
     assert all_finite(load_checkpoint(tmp_path / "run/checkpoints/last.pt")["model"])
 
 
+@pytest.mark.slow
 def test_endless_nan_losses_stop_training_and_keep_the_last_good_checkpoint(
     tiny_corpus, tmp_path, monkeypatch
 ):
@@ -364,6 +369,7 @@ def test_endless_nan_losses_stop_training_and_keep_the_last_good_checkpoint(
     assert all_finite(ckpt["model"])
 
 
+@pytest.mark.slow
 def test_non_finite_gradients_do_not_reach_the_weights(tiny_corpus, tmp_path, monkeypatch, caplog):
     """A finite loss whose gradients are NaN (an overflow in backward) is skipped like a
     NaN loss: the weights stay finite and training goes on to max_steps."""
@@ -391,6 +397,7 @@ def train_on(corpus, tmp_path: Path, name: str, src: bytes, tgt: bytes):
     return train_with(corpus, tmp_path, *paths)
 
 
+@pytest.mark.slow
 def test_empty_corpus(tiny_corpus, tmp_path):
     """Empty training files: one error line saying the corpus is empty."""
     proc = train_on(tiny_corpus, tmp_path, "empty", b"", b"")
@@ -398,18 +405,21 @@ def test_empty_corpus(tiny_corpus, tmp_path):
     assert not (tmp_path / "run/checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_line_count_mismatch_names_both_counts(tiny_corpus, tmp_path):
     """3 source lines against 5 target lines: the message gives both counts."""
     proc = train_on(tiny_corpus, tmp_path, "a", b"eins\nzwei\ndrei\n", b"one\ntwo\nthree\nfour\nfive\n")
     assert_one_error(proc, "has 3 lines", "has 5")
 
 
+@pytest.mark.slow
 def test_invalid_utf8_names_file_and_line(tiny_corpus, tmp_path):
     """A byte that is not UTF-8 on line 2 of the training source: the message names file:line."""
     proc = train_on(tiny_corpus, tmp_path, "bad", b"ein Hund\nein \xff\xfe Hund\n", b"a dog\na dog\n")
     assert_one_error(proc, f"{tmp_path / 'bad.de'}:2", "UTF-8")
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_format(run_copy):
     """A checkpoint written in another layout: the message names both formats and versions."""
     ckpt = torch.load(run_copy / "checkpoints/last.pt", weights_only=True)
@@ -419,6 +429,7 @@ def test_checkpoint_of_another_format(run_copy):
     assert_one_error(proc, f"format {FORMAT + 1}", "99.0", f"format {FORMAT}", __version__)
 
 
+@pytest.mark.slow
 def test_checkpoint_of_format_1_still_translates_but_is_not_resumed(run_copy, tiny_corpus):
     """A checkpoint written in format 1 (the Transformer's ``tie_output``, one random state
     at the top level, ``trainer.valid_max_tokens``, no prepared corpus): translate reads it;
@@ -444,6 +455,7 @@ def test_checkpoint_of_format_1_still_translates_but_is_not_resumed(run_copy, ti
     assert (run_copy / "checkpoints/last.pt").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_resuming_on_changed_training_data_is_refused(run_copy, tiny_corpus, tmp_path):
     """The same file names with other content: the prepared corpus differs, so resuming is
     refused with one line naming both; validation files may change (a warning says so)."""
@@ -460,6 +472,7 @@ def test_resuming_on_changed_training_data_is_refused(run_copy, tiny_corpus, tmp
     assert "resuming with other data settings" in resumed.stderr and "valid" in resumed.stderr
 
 
+@pytest.mark.slow
 def test_tokenizer_replaced_by_another_model(run_copy, tiny_corpus, tmp_path):
     """Another SentencePiece model in the run's tokenizer/: refused by the hash check."""
     lines = [line.strip() for line in head(tiny_corpus["train.de"], 200)]
@@ -475,6 +488,7 @@ def test_tokenizer_replaced_by_another_model(run_copy, tiny_corpus, tmp_path):
     assert_one_error(proc, "spm.model", "hash differs")
 
 
+@pytest.mark.slow
 def test_tokenizer_missing(run_copy):
     """The run's tokenizer deleted: the message names the missing file."""
     (run_copy / "tokenizer/spm.model").unlink()
@@ -482,6 +496,7 @@ def test_tokenizer_missing(run_copy):
     assert_one_error(proc, str(run_copy / "tokenizer/spm.model"), "missing")
 
 
+@pytest.mark.slow
 def test_truncated_checkpoint(run_copy):
     """The first half of a checkpoint's bytes: one error line, no traceback."""
     data = (run_copy / "checkpoints/last.pt").read_bytes()
@@ -490,6 +505,7 @@ def test_truncated_checkpoint(run_copy):
     assert_one_error(proc, "cut.pt", "truncated")
 
 
+@pytest.mark.slow
 def test_training_into_a_run_with_other_data_settings_loses_nothing(refused_run):
     """Another data.tokenizer.vocab_size in an existing run directory: one error line,
     and the run's tokenizer and checkpoints are byte-identical to before."""
@@ -499,6 +515,7 @@ def test_training_into_a_run_with_other_data_settings_loses_nothing(refused_run)
         assert (run / name).read_bytes() == before[name], name
 
 
+@pytest.mark.slow
 def test_refused_run_keeps_the_run_config(refused_run):
     """The refused run does not overwrite the run's config.yaml, which still describes
     how its checkpoints were trained."""
@@ -509,6 +526,7 @@ def test_refused_run_keeps_the_run_config(refused_run):
     )
 
 
+@pytest.mark.slow
 def test_unknown_model_name(tiny_corpus, tmp_path):
     """+model=nosuch: one error line naming the model, exit 2."""
     args = [a for a in tiny_overrides(tiny_corpus) if not a.startswith(("+model=", "model."))]
@@ -516,6 +534,7 @@ def test_unknown_model_name(tiny_corpus, tmp_path):
     assert_one_error(proc, "nosuch")
 
 
+@pytest.mark.slow
 def test_unknown_config_key(tiny_corpus, tmp_path):
     """A misspelt key (trainer.max_step): one error line naming it, exit 2."""
     proc = train_with(tiny_corpus, tmp_path, "trainer.max_step=3")
@@ -566,6 +585,7 @@ def translated_lines(translate_files, data: bytes) -> list[str]:
     return lines
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(items=st.lists(TEXT_LINE, max_size=8))
 def test_translate_any_text_one_line_per_line(translate_files, items):
@@ -576,6 +596,7 @@ def test_translate_any_text_one_line_per_line(translate_files, items):
     assert len(translated_lines(translate_files, data)) == len(items)
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(items=st.lists(st.binary(max_size=40), max_size=8), newline_at_end=st.booleans())
 def test_translate_any_bytes_one_line_per_line(translate_files, items, newline_at_end):
@@ -587,6 +608,7 @@ def test_translate_any_bytes_one_line_per_line(translate_files, items, newline_a
     assert len(translated_lines(translate_files, data)) == expected
 
 
+@pytest.mark.slow
 def test_very_long_line_is_cut_with_a_warning(run_dir, tmp_path):
     """3000 words on one line: cut to the model's limit with a warning on stderr, and
     still exactly one output line."""

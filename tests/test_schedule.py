@@ -78,6 +78,7 @@ def test_budget_fraction_is_the_nearest_budget(budgets, progress, want):
     assert budget_fraction(progress, tcfg, batches_per_epoch=10) == pytest.approx(want)
 
 
+@pytest.mark.slow
 def test_linear_run_peaks_after_warmup_and_ends_near_zero(tiny_corpus, tmp_path, caplog):
     """A run under optim.decay=linear logs the peak at the warmup's end, then a falling rate
     that is nearly 0 at its last step (each step's line shows the rate of the next)."""
@@ -99,6 +100,7 @@ def test_linear_run_peaks_after_warmup_and_ends_near_zero(tiny_corpus, tmp_path,
     assert lr[10] <= 0.01 * 0.15
 
 
+@pytest.mark.slow
 def test_a_budget_within_the_warmup_is_warned_about(tiny_corpus, tmp_path, caplog):
     cfg = compose_train(tiny_corpus, "optim.decay=linear", "optim.warmup_steps=50", "trainer.max_steps=3")
     with caplog.at_level(logging.WARNING, logger="seq2seq.train"):

@@ -13,6 +13,8 @@ from seq2seq.models import Ensemble
 
 from .conftest import assert_one_error, run_cli, tiny_overrides
 
+pytestmark = pytest.mark.slow  # every test uses the runs trained through the command line
+
 SOURCES = ["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen im Schnee.", "Eine Frau liest ein Buch."]
 
 

@@ -14,6 +14,7 @@ import pytest
 
 import seq2seq.training.trainer
 from seq2seq.checkpoints.format import load_checkpoint
+from seq2seq.special import EOS_ID
 from seq2seq.training.signals import Interrupted, StopSignals
 
 from .conftest import compose_train, last_losses, run_cli, tiny_overrides
@@ -43,6 +44,7 @@ def reference(tiny_corpus, tmp_path_factory):
     return work, args
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
 )
@@ -89,6 +91,7 @@ def test_signal_saves_says_how_to_resume_and_resumes_exactly(reference, sig, cod
         assert abs(losses[s] - loss) <= 1e-6, (s, losses[s], loss)
 
 
+@pytest.mark.slow
 def test_signal_during_validation_abandons_it_and_saves(tiny_corpus, tmp_path, monkeypatch, caplog):
     """SIGTERM while validating: validation is dropped at once, last.pt is saved at that
     step without a best.pt, and training reports the signal. Training again first runs
@@ -111,12 +114,12 @@ def test_signal_during_validation_abandons_it_and_saves(tiny_corpus, tmp_path, m
 
     with caplog.at_level("INFO", logger="seq2seq.train"):  # the validation due at step 3 comes first
         monkeypatch.undo()
+        caplog.clear()  # the first run's lines
         resumed = seq2seq.training.trainer.train(cfg, tmp_path / "run")
-    messages = [m for m in caplog.messages if m.startswith(("resuming", "validation at"))]
-    assert messages[:2] == [
-        f"resuming from {tmp_path / 'run/checkpoints/last.pt'} at step 3 (epoch 1)",
-        messages[1],
-    ] and messages[1].startswith("validation at step 3:")
+    messages = [m for m in caplog.messages if m.startswith(("resuming", "validation at", "step "))]
+    assert messages[0] == f"resuming from {tmp_path / 'run/checkpoints/last.pt'} at step 3 (epoch 1)"
+    assert messages[1].startswith("validation at step 3:"), messages  # before any step of training
+    assert [m for m in messages if m.startswith("validation at step 3:")] == messages[1:2]  # once
     assert resumed.progress.step == 10 and (tmp_path / "run/checkpoints/best.pt").exists()
 
 
@@ -140,6 +143,7 @@ def run_files(run: Path) -> dict[str, bytes]:
     return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_left_alone(tiny_corpus, tmp_path):
     """Training again into a run whose last.pt met its budget says so, exits 0 and changes
     no byte of the run directory; a raised budget trains on."""
@@ -157,6 +161,7 @@ def test_a_finished_run_is_left_alone(tiny_corpus, tmp_path):
     assert "at step 4" in more.stderr and "stopped: trainer.max_steps=6 at step 6" in more.stderr
 
 
+@pytest.mark.slow
 def test_a_run_stopped_early_is_complete(tiny_corpus, tmp_path, caplog):
     """patience=1 stops after a validation without a better BLEU; trying again says the
     run is complete and which key to raise."""
@@ -172,6 +177,7 @@ def test_a_run_stopped_early_is_complete(tiny_corpus, tmp_path, caplog):
     )
 
 
+@pytest.mark.slow
 def test_failed_check_leaves_no_run_directory(tiny_corpus, tmp_path):
     """A missing training file, found after Hydra made the run directory: one error line,
     and neither the run directory nor outputs/ is left behind."""
@@ -198,6 +204,7 @@ def test_throughput_counts_training_steps_only(tmp_path, caplog):
     assert speeds == [400.0, 50.0]
 
 
+@pytest.mark.slow
 def test_second_signal_during_a_step_stops_at_once(tiny_corpus, tmp_path, monkeypatch, caplog):
     """Two SIGINTs inside one step: the second ends training at once, with a line that
     says so; the checkpoint saved before stays as it was."""
@@ -226,6 +233,7 @@ def test_signals_wait_while_a_checkpoint_is_written():
         assert stops.received == signal.SIGTERM
 
 
+@pytest.mark.slow
 def test_failed_check_keeps_a_folder_that_existed(tiny_corpus, tmp_path):
     """hydra.run.dir naming a folder the user already had (or the working directory
     itself): a failed check removes nothing of it."""
@@ -240,7 +248,8 @@ def test_failed_check_keeps_a_folder_that_existed(tiny_corpus, tmp_path):
         assert mine.read_text() == "mine"
 
 
-def test_validation_pairs_longer_than_the_model_are_cut(tiny_corpus, tmp_path):
+@pytest.mark.slow
+def test_validation_pairs_longer_than_the_model_are_cut(tiny_corpus, tmp_path, caplog):
     """A validation line of about 3,000 pieces: validation cuts it (loss and BLEU) and
     training goes on, instead of failing at the first validation."""
     valid = [line.strip() for line in tiny_corpus["valid.de"].read_text().splitlines()]
@@ -249,5 +258,11 @@ def test_validation_pairs_longer_than_the_model_are_cut(tiny_corpus, tmp_path):
     cfg = compose_train(
         tiny_corpus, f"data.valid.src={long_src}", "trainer.max_steps=2", "trainer.eval_every=2"
     )
-    trainer = seq2seq.training.trainer.train(cfg, tmp_path / "run")
+    with caplog.at_level("WARNING", logger="seq2seq.train"):
+        trainer = seq2seq.training.trainer.train(cfg, tmp_path / "run")
+    limit = trainer.model.max_positions
+    cut = [m for m in caplog.messages if m.startswith("validation:")]
+    assert cut == [f"validation: 1 pairs longer than the model's limit of {limit} pieces are cut"]
+    assert len(trainer.valid.src_ids[0]) == limit and trainer.valid.src_ids[0][-1] == EOS_ID
+    assert all(len(s) <= limit for s in trainer.valid.src_ids)
     assert trainer.progress.validated_step == 2

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from seq2seq.models import Transformer
-from seq2seq.models.base import map_state
 from seq2seq.special import BOS_ID, EOS_ID, PAD_ID
 from seq2seq.training.loss import label_smoothed_cross_entropy
 
@@ -53,34 +52,6 @@ def test_padding_changes_nothing_and_gets_no_attention():
     torch.testing.assert_close(weights.sum(-1), torch.ones(3, 4))
 
 
-def test_step_does_not_change_its_input_state():
-    """Stepping from a state with a non-empty cache leaves every tensor of it as it was."""
-    model = tiny().eval()
-    src, lengths, tgt_in = toy_batch()
-    _, state = model.step(tgt_in[:, 0], model.init_state(model.encode(src, lengths)))
-    assert state["self_k"][0].size(2) == 1  # one cached position
-    before = map_state(state, torch.clone)
-    _, after = model.step(tgt_in[:, 1], state)
-    assert after["self_k"][0].size(2) == 2
-    assert state.keys() == before.keys()
-    for key in state:
-        for a, b in zip(
-            *(s[key] if isinstance(s[key], list) else [s[key]] for s in (state, before)), strict=True
-        ):
-            assert torch.equal(a, b), key  # self_k, self_v, cross_k, cross_v, pos, src_mask
-
-
-def test_reorder_before_step_equals_after():
-    model = tiny().eval()
-    src, lengths, tgt_in = toy_batch()
-    state = model.init_state(model.encode(src, lengths))
-    _, state = model.step(tgt_in[:, 0], state)
-    index = torch.tensor([2, 0, 0, 1])
-    before, _ = model.step(tgt_in[index, 1], model.reorder_state(state, index))
-    after, _ = model.step(tgt_in[:, 1], state)
-    torch.testing.assert_close(before, after[index], atol=1e-6, rtol=0)
-
-
 def test_embeddings_are_tied():
     model = tiny()
     assert model.output.weight is model.src_embed.weight is model.tgt_embed.weight
@@ -91,6 +62,7 @@ def test_embeddings_are_tied():
     assert separate.src_embed.weight is not separate.tgt_embed.weight
 
 
+@pytest.mark.slow
 def test_overfits_a_handful_of_pairs():
     model = tiny()
     src, lengths, tgt_in = toy_batch()
@@ -115,31 +87,6 @@ def test_label_smoothing_against_hand_computation():
     expected = 0.7 * math.log(4) + 0.3 * (math.log(2) + 2 * math.log(4)) / 3
     assert loss.item() == pytest.approx(expected, abs=1e-6)
     assert nll.item() == pytest.approx(math.log(4), abs=1e-6)
-
-
-def test_beams_share_their_sentences_cross_attention():
-    """Rows grouped by sentence keep one copy of its cross-attention keys/values; any
-    reorder (within sentences, dropping sentences, or ungrouped) gives the logits of
-    a model that was given each row's sentence as its own batch row."""
-    model = tiny().eval()
-    src, lengths, tgt_in = toy_batch()
-    state = model.init_state(model.encode(src, lengths))
-    beams = model.reorder_state(state, torch.tensor([0, 0, 1, 1, 2, 2]))  # two rows per sentence
-    assert model.rows_per_sentence(beams) == 2 and beams["cross_k"][0] is state["cross_k"][0]  # not copied
-    _, beams = model.step(tgt_in[[0, 0, 1, 1, 2, 2], 0], beams)
-    for index, group in (
-        (torch.tensor([1, 0, 2, 2, 5, 4]), 2),  # same sentences, beams swapped
-        (torch.tensor([0, 1, 4, 5]), 2),  # sentence 1 finished
-        (torch.tensor([0, 2, 3, 3, 5]), 1),  # uneven: one copy per row
-    ):
-        fast = model.reorder_state(beams, index)
-        assert model.rows_per_sentence(fast) == group and fast["cross_k"][0].size(0) == len(index) // group
-        rows = index // 2  # the sentence of each new row
-        alone = model.init_state(model.encode(src[rows], lengths[rows]))
-        _, alone = model.step(tgt_in[rows, 0], alone)
-        a, _ = model.step(tgt_in[rows, 1], fast)
-        b, _ = model.step(tgt_in[rows, 1], alone)
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize(

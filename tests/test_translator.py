@@ -61,6 +61,7 @@ class CopyModel(EncoderDecoder):
         return self.limit
 
 
+@pytest.mark.slow
 def test_output_line_i_is_the_translation_of_input_line_i(
     tiny_corpus, tokenizer, tmp_path, monkeypatch, caplog
 ):
