@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from seq2seq.config import CONFIG_DIR, check, compose, help_text, require_model
+from seq2seq.config import CONFIG_DIR, check, compose, help_text, register_presets, require_model
 from seq2seq.errors import UserError
 from seq2seq.training import distributed
 from seq2seq.training.signals import Interrupted
@@ -125,6 +125,7 @@ def main() -> None:
     """Check the overrides first, so that a wrong model name or key is one line of
     error, then hand over to Hydra (which also runs ``-m`` sweeps)."""
     signal.signal(signal.SIGTERM, _raise_on_sigterm)  # the trainer takes over once it starts
+    register_presets()  # before Hydra composes +model=NAME, here or in _main
     args = sys.argv[1:]
     try:
         if any(a in ("-h", "--help") for a in args):
