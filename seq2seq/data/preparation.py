@@ -361,13 +361,6 @@ def _build(data_cfg, tmp: Path, workers: int) -> dict:
     }
 
 
-def copy_tokenizer(tokenizer: Tokenizer, folder: Path) -> None:
-    """Copy a tokenizer's model files into ``folder`` (a run directory's ``tokenizer/``)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for path in {tokenizer.src_path, tokenizer.tgt_path}:
-        shutil.copyfile(path, folder / path.name)
-
-
 def open_prepared(folder: Path) -> tuple[IndexedPairs, Tokenizer]:
     """The pairs and the tokenizer of a prepared folder."""
     pairs = IndexedPairs(folder)
