@@ -7,7 +7,7 @@ of ``--call`` sentences (in file order, every call at the longest output limit o
 each call split into parts of at most PART sentences (``max_batch_size``; 0: no split).
 An export with a vocabulary map (``export vmap=true``) decodes with it, as ``translate`` does.
 Settings run interleaved, ``--rounds`` times; sentences/s of every round. What
-``seq2seq/inference/ctranslate2/engine.py`` chose (``open_engine``, ``WORKER_BATCH``) comes from this
+``seq2seq/inference/ctranslate2/engine.py`` chose (``open_ct2_translator``, ``WORKER_BATCH``) comes from this
 table (docs/BENCHMARKS.md).
 
     python scripts/bench_ct2_workers.py EXPORT_DIR [--src data/multi30k/test_2016_flickr.de.gz]
@@ -57,7 +57,7 @@ def main(argv=None) -> None:
     tokenizer = referenced_tokenizer(meta["tokenizer"], args.export, args.export)
     decoding = compose("translate", ["checkpoint=unused", f"decoding.beam_size={args.beam_size}"]).decoding
     ids = tokenizer.encode_src(read_lines(args.src))
-    pieces = [tokenizer.src_pieces(row[:-1]) for row in ids]  # the engine appends EOS
+    pieces = [tokenizer.src_pieces(row[:-1]) for row in ids]  # CTranslate2 appends EOS
     limit = max(
         max_output_length(len(r), decoding.max_len_a, decoding.max_len_b, meta["max_positions"]) for r in ids
     )
@@ -65,11 +65,11 @@ def main(argv=None) -> None:
     options = translate_options(decoding, limit, vmap)
     calls = [pieces[i : i + args.call] for i in range(0, len(pieces), args.call)]
     settings = args.setting or DEFAULT_SETTINGS
-    engines = {}
+    translators = {}
     for s in settings:
         workers, threads, _ = parse_setting(s)
-        if (workers, threads) not in engines:
-            engines[workers, threads] = ctranslate2.Translator(
+        if (workers, threads) not in translators:
+            translators[workers, threads] = ctranslate2.Translator(
                 str(args.export), device="cpu", inter_threads=workers, intra_threads=threads
             )
     print(f"# {args.export}: {len(pieces)} sentences of {args.src.name}, calls of {args.call}, ", end="")
@@ -78,10 +78,10 @@ def main(argv=None) -> None:
     for _ in range(args.rounds):
         for s in settings:
             workers, threads, part = parse_setting(s)
-            engine = engines[workers, threads]
+            ct2 = translators[workers, threads]
             start = time.perf_counter()
             for call in calls:
-                engine.translate_batch(call, max_batch_size=part, **options)
+                ct2.translate_batch(call, max_batch_size=part, **options)
             rates[s].append(len(pieces) / (time.perf_counter() - start))
     print("| workers × threads | part | sentences/s, each round |")
     print("|---|---:|---|")

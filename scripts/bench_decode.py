@@ -273,18 +273,18 @@ def export_random_transformer(folder: Path, quantization: str) -> None:
 
 def ct2_decoder(spec: dict):
     """A function (src, src_lengths) -> output token count, for CTranslate2 on the export."""
-    from seq2seq.inference.ctranslate2.engine import open_engine, translate_options, worker_batch
+    from seq2seq.inference.ctranslate2.engine import open_ct2_translator, translate_options, worker_batch
 
-    engine = open_engine(spec["export"], num_threads=spec["threads"] or 0)
+    ct2 = open_ct2_translator(spec["export"], num_threads=spec["threads"] or 0)
     n = spec["output_tokens"]
-    # the engine's own options for the preset, with N + 1 steps forced: no EOS before the last one
+    # CTranslate2's own options for the preset, with N + 1 steps forced: no EOS before the last one
     options = translate_options(decoding_config(spec["mode"], spec["beam_size"], n), n + 2)
     options.update(min_decoding_length=n + 1, max_decoding_length=n + 1, return_scores=False)
 
     def decode(src, src_lengths):
         rows = zip(src.tolist(), src_lengths.tolist(), strict=True)
-        pieces = [[f"t{t}" for t in row[: length - 1]] for row, length in rows]  # EOS: the engine's
-        results = engine.translate_batch(pieces, max_batch_size=worker_batch(engine, len(pieces)), **options)
+        pieces = [[f"t{t}" for t in row[: length - 1]] for row, length in rows]  # EOS: CTranslate2's
+        results = ct2.translate_batch(pieces, max_batch_size=worker_batch(ct2, len(pieces)), **options)
         lengths = {len(r.hypotheses[0]) for r in results}
         assert lengths == {n + 1}, f"output lengths {lengths}"
         return n * len(results)

@@ -10,9 +10,9 @@ belongs in a run directory's ``checkpoints/`` folder, beside the tokenizer it na
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
+from seq2seq.checkpoints.format import step_checkpoints
 from seq2seq.cli.files import check_output_file, checkpoint_paths, refuse_exports
 from seq2seq.cli.runner import run
 from seq2seq.errors import UserError
@@ -20,21 +20,17 @@ from seq2seq.errors import UserError
 log = logging.getLogger("seq2seq.average")
 
 
-def step_checkpoints(folder: Path, last: int) -> list[Path]:
+def newest_steps(folder: Path, last: int) -> list[Path]:
     """The ``last`` newest ``step_<N>.pt`` of ``folder``, oldest first."""
     if not folder.is_dir():
         raise UserError(f"checkpoints={folder}: no such folder; give RUN_DIR/checkpoints")
-    steps = sorted(
-        (int(m.group(1)), p)
-        for p in folder.glob("step_*.pt")
-        if (m := re.fullmatch(r"step_(\d+)\.pt", p.name))
-    )
+    steps = step_checkpoints(folder)
     if len(steps) < last:
         raise UserError(
             f"checkpoints={folder}: {len(steps)} step_<N>.pt checkpoints, fewer than last={last}; "
             "train with trainer.keep_last >= N, or average fewer"
         )
-    return [p for _, p in steps[-last:]]
+    return steps[-last:]
 
 
 def choose(cfg) -> tuple[list[Path], Path]:
@@ -44,7 +40,7 @@ def choose(cfg) -> tuple[list[Path], Path]:
     if cfg.checkpoints is not None:
         if cfg.last < 1:
             raise UserError("last=N: how many of the newest step checkpoints to average (at least 1)")
-        paths = step_checkpoints(Path(cfg.checkpoints), cfg.last)
+        paths = newest_steps(Path(cfg.checkpoints), cfg.last)
         default = Path(cfg.checkpoints) / f"average_last{cfg.last}.pt"
     else:
         names = checkpoint_paths(cfg.inputs, "inputs")

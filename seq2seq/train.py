@@ -22,7 +22,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from seq2seq.config import CONFIG_DIR, check, compose, help_text, require_model
+from seq2seq.checkpoints.format import CHECKPOINTS, TOKENIZER
+from seq2seq.config import CONFIG_DIR, check, compose, help_text, register_presets, require_model
 from seq2seq.errors import UserError
 from seq2seq.training import distributed
 from seq2seq.training.signals import Interrupted
@@ -30,7 +31,7 @@ from seq2seq.training.signals import Interrupted
 log = logging.getLogger("seq2seq.train")
 
 # What a run directory holds before the first step: Hydra's files, then the trainer's config and tokenizer.
-BEFORE_TRAINING = (".hydra", "train.log", "config.yaml", "tokenizer")
+BEFORE_TRAINING = (".hydra", "train.log", "config.yaml", TOKENIZER)
 
 
 # hydra.run.dir of this command when that folder existed before it started: never removed.
@@ -108,7 +109,7 @@ def _chosen_run_dir(args: list[str]) -> Path | None:
 def _already_complete(cfg: DictConfig, run_dir: Path | None) -> str | None:
     """When ``run_dir`` holds a run whose ``last.pt`` met its budget, the line that says
     so (checked before Hydra writes anything into that directory)."""
-    if run_dir is None or not (run_dir / "checkpoints" / "last.pt").is_file():
+    if run_dir is None or not (run_dir / CHECKPOINTS / "last.pt").is_file():
         return None
     from seq2seq.checkpoints.checkpointer import Checkpointer
     from seq2seq.data.preparation import corpus_key
@@ -125,6 +126,7 @@ def main() -> None:
     """Check the overrides first, so that a wrong model name or key is one line of
     error, then hand over to Hydra (which also runs ``-m`` sweeps)."""
     signal.signal(signal.SIGTERM, _raise_on_sigterm)  # the trainer takes over once it starts
+    register_presets()  # before Hydra composes +model=NAME, here or in _main
     args = sys.argv[1:]
     try:
         if any(a in ("-h", "--help") for a in args):

@@ -9,8 +9,17 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from seq2seq.config import CONFIG_DIR, SCHEMAS, check, help_text, model_choices
+from seq2seq.config import (
+    CONFIG_DIR,
+    SCHEMAS,
+    check,
+    help_text,
+    model_choices,
+    model_preset,
+    register_presets,
+)
 from seq2seq.config import compose as seq2seq_compose
+from seq2seq.config.model_arguments import constructor_defaults, with_constructor_defaults
 from seq2seq.config.schema import OptimConfig, TrainerConfig
 from seq2seq.errors import UserError
 from seq2seq.models import EncoderDecoder
@@ -19,6 +28,7 @@ from .conftest import run_cli
 
 
 def composed(*overrides: str):
+    register_presets()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name="train", overrides=list(overrides))
 
@@ -185,16 +195,34 @@ def test_bad_settings_stop_the_commands_before_any_work(tmp_path):
 
 
 def test_presets_write_no_default_twice():
-    """A YAML preset holds only what it changes: no key of it equals the schema default."""
+    """A YAML preset holds only what it changes: no key of it equals the schema default, and no
+    key of a model preset equals the constructor's default."""
     for path in sorted(CONFIG_DIR.glob("*/*.yaml")):
         group = path.parent.name
-        if group == "model":
-            continue
-        schema = SCHEMAS["train"].__dataclass_fields__[group].default_factory()
         preset = OmegaConf.to_container(OmegaConf.load(path) or OmegaConf.create()) or {}
+        if group == "model":
+            defaults = constructor_defaults(preset["_target_"])
+            assert defaults is not None, f"{path.name}: _target_ {preset['_target_']} does not import"
+        else:
+            schema = SCHEMAS["train"].__dataclass_fields__[group].default_factory()
+            defaults = {key: getattr(schema, key) for key in preset if key != "defaults"}
         for key, value in preset.items():
-            if not isinstance(value, dict):
-                assert value != getattr(schema, key), f"{path.name}: {key} repeats its default {value}"
+            if not isinstance(value, (dict, list)) and key in defaults:
+                assert value != defaults[key], f"{path.name}: {key} repeats its default {value}"
+
+
+@pytest.mark.parametrize("name", model_choices())
+def test_model_config_holds_every_constructor_argument(name):
+    """Composed, checked or read without Hydra, a preset gives every argument of its constructor,
+    so a plain ``model.KEY=VALUE`` overrides one the preset leaves out and a checkpoint records it."""
+    target = OmegaConf.load(CONFIG_DIR / "model" / f"{name}.yaml")._target_
+    every = ["_target_", *constructor_defaults(target)]
+    assert list(composed(f"+model={name}").model) == every
+    assert list(check(composed(f"+model={name}")).model) == every
+    assert list(model_preset(name)) == every
+    assert check(composed(f"+model={name}", "model.max_positions=300")).model.max_positions == 300
+    bare = OmegaConf.create({"_target_": target})
+    assert list(with_constructor_defaults(bare)) == every
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ from seq2seq.export import export  # noqa: E402
 from seq2seq.inference.ctranslate2.engine import (
     WORKER_BATCH,
     CTranslate2Translator,
-    open_engine,
+    open_ct2_translator,
     worker_batch,
 )
 from seq2seq.inference.ctranslate2.vocab_map import candidates, cooccurrences, training_pairs
@@ -158,9 +158,9 @@ def test_int8_export_is_smaller_and_translates(runs, tmp_path):
 @pytest.mark.slow
 def test_cpu_workers_share_every_batch_and_decode_as_one(runs, tiny_corpus):
     folder = exported(runs["pre_norm"])
-    engine = open_engine(folder, num_threads=3)
-    assert engine.num_translators == 3  # one single-threaded worker per thread
-    assert [worker_batch(engine, n) for n in (1, 7, 500)] == [1, 3, WORKER_BATCH]
+    ct2 = open_ct2_translator(folder, num_threads=3)
+    assert ct2.num_translators == 3  # one single-threaded worker per thread
+    assert [worker_batch(ct2, n) for n in (1, 7, 500)] == [1, 3, WORKER_BATCH]
     sources = [*head(tiny_corpus["train.de"], 20), *SOURCES]
     cfg = decoding("decoding.nbest=2")
     one = CTranslate2Translator(folder, cfg, "cpu", num_threads=1).hypotheses(sources)

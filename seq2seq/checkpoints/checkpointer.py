@@ -7,7 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seq2seq import __version__
-from seq2seq.checkpoints.format import FORMAT, link_checkpoint, load_checkpoint, save_checkpoint
+from seq2seq.checkpoints.format import (
+    CHECKPOINTS,
+    FORMAT,
+    link_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    step_checkpoints,
+    step_name,
+)
 from seq2seq.data.tokenizer import tokenizer_reference
 from seq2seq.errors import UserError
 
@@ -35,7 +43,7 @@ class Checkpointer:
 
     def __init__(self, run_dir: Path, config: dict, keep_last: int = 0):
         self.run_dir, self.config, self.keep_last = run_dir, config, keep_last
-        self.dir = run_dir / "checkpoints"
+        self.dir = run_dir / CHECKPOINTS
         self.last = self.dir / "last.pt"
 
     def previous(self) -> Saved | None:
@@ -107,8 +115,8 @@ class Checkpointer:
         if best:
             link_checkpoint(self.last, self.dir / "best.pt")
         if self.keep_last > 0:
-            link_checkpoint(self.last, self.dir / f"step_{progress['step']:07d}.pt")
-            for old in sorted(self.dir.glob("step_*.pt"))[: -self.keep_last]:
+            link_checkpoint(self.last, self.dir / step_name(progress["step"]))
+            for old in step_checkpoints(self.dir)[: -self.keep_last]:
                 old.unlink()
 
     @staticmethod

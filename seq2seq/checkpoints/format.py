@@ -1,4 +1,12 @@
-"""Checkpoint files: the one place that knows their layout.
+"""Checkpoint files and the run directory that holds them: the one place that knows their layout.
+
+A run directory (``hydra.run.dir``) holds, besides Hydra's files:
+
+    tokenizer/     TOKENIZER: the SentencePiece model(s) its checkpoints refer to
+    checkpoints/   CHECKPOINTS: last.pt, best.pt, and step_<N>.pt (``step_name``,
+                   listed in step order by ``step_checkpoints``) when trainer.keep_last > 0
+
+so a checkpoint's run directory is the folder above its own (``run_dir_of``).
 
 A checkpoint is a ``torch.save`` of a plain dict (tensors, numbers, strings), so it
 loads with ``weights_only=True``:
@@ -21,22 +29,45 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import shutil
 import zipfile
 from pathlib import Path
-
-import torch
 
 from seq2seq import __version__
 from seq2seq.errors import UserError
 
 FORMAT = 2  # bumped when the layout changes; _upgrade reads the older ones
 
+CHECKPOINTS = "checkpoints"  # a run directory's folder of checkpoints
+TOKENIZER = "tokenizer"  # a run directory's (and an export's) folder of SentencePiece models
+
+_STEP = re.compile(r"step_(\d+)\.pt")
+
+
+def run_dir_of(checkpoint: str | Path) -> Path:
+    """The run directory of a checkpoint in its ``checkpoints/`` folder."""
+    return Path(checkpoint).parent.parent
+
+
+def step_name(step: int) -> str:
+    """The file name of the step checkpoint of ``step``: ``step_0001200.pt``."""
+    return f"step_{step:07d}.pt"
+
+
+def step_checkpoints(folder: Path) -> list[Path]:
+    """The step checkpoints of a ``checkpoints/`` folder, oldest step first (compared as
+    numbers, so a step past 9,999,999 still sorts last)."""
+    steps = [(int(m.group(1)), p) for p in folder.glob("step_*.pt") if (m := _STEP.fullmatch(p.name))]
+    return [p for _, p in sorted(steps)]
+
 
 def save_checkpoint(payload: dict, path: Path) -> None:
     """Write ``payload`` to a temporary file, flush it to disk, then rename it
     over ``path``: a crash at any moment leaves the previous file intact."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    import torch  # here, so that the layout above is read without torch
+
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as f:
@@ -85,9 +116,11 @@ def _upgrade(ckpt: dict) -> dict:
 def load_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint with ``weights_only=True``: tensors and plain data only,
     so a file that carries pickled code is refused and nothing is executed."""
+    import torch
+
     path = Path(path)
     if path.is_dir():
-        inside = path / "checkpoints" / "best.pt"
+        inside = path / CHECKPOINTS / "best.pt"
         hint = f"checkpoint={inside}" if inside.is_file() else "checkpoint=RUN_DIR/checkpoints/best.pt"
         raise UserError(f"{path}: is a folder, not a checkpoint; pass {hint}")
     if not path.is_file():

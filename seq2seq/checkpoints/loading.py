@@ -5,17 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from seq2seq import models
-from seq2seq.checkpoints.format import load_checkpoint
+from seq2seq.checkpoints.format import load_checkpoint, run_dir_of
 from seq2seq.data.tokenizer import Tokenizer, file_sha256, referenced_tokenizer
 from seq2seq.errors import UserError
 
 
 def load_tokenizer(ckpt: dict, path: Path) -> Tokenizer:
     """Find the tokenizer a checkpoint refers to (in its run directory) and check its hash."""
-    return referenced_tokenizer(ckpt["tokenizer"], path.resolve().parent.parent, path)
+    return referenced_tokenizer(ckpt["tokenizer"], run_dir_of(path.resolve()), path)
 
 
-def build_model(model_cfg, tokenizer: Tokenizer):
+def model_for_tokenizer(model_cfg, tokenizer: Tokenizer):
     """Instantiate the model of a config for the tokenizer's vocabularies."""
     return models.build_model(model_cfg, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, tokenizer.joint)
 
@@ -25,7 +25,7 @@ def load_model(path: str | Path, device="cpu"):
     path = Path(path)
     ckpt = load_checkpoint(path)
     tokenizer = load_tokenizer(ckpt, path)
-    model = build_model(ckpt["config"]["model"], tokenizer)
+    model = model_for_tokenizer(ckpt["config"]["model"], tokenizer)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:

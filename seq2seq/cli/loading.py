@@ -22,9 +22,9 @@ def make_translator(cfg):
                 f"checkpoint={cfg.checkpoint}: CTranslate2 runs one model; an ensemble runs on engine=torch"
             )
         # CTranslate2 is an optional dependency, imported only when it runs.
-        from seq2seq.inference.ctranslate2.engine import make_engine
+        from seq2seq.inference.ctranslate2.engine import ctranslate2_translator
 
-        return make_engine(paths[0], cfg.decoding, cfg.device, cfg.precision, cfg.num_threads)
+        return ctranslate2_translator(paths[0], cfg.decoding, cfg.device, cfg.precision, cfg.num_threads)
 
     refuse_exports(paths)
     # torch loads only here: translating an export never starts it (about 2 s).

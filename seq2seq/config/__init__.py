@@ -1,5 +1,6 @@
 """Every command's config: its schema (``schema.py``), its checks (``checks.py``), and its
-composition from ``configs/`` and the command line, with ``--help`` (``compose.py``).
+composition from ``configs/`` and the command line, with ``--help`` (``compose.py``), and the
+``model.*`` keys that the constructors' signatures give (``model_arguments.py``).
 
 May import: ``models`` (the constructor checks), ``decoding.options``, ``training.schedule``
 and the leaf modules (``settings``, ``errors``).
@@ -13,6 +14,7 @@ from seq2seq.config.compose import (
     help_text,
     model_choices,
     model_preset,
+    register_presets,
     require_model,
 )
 from seq2seq.config.schema import SCHEMAS
@@ -27,6 +29,7 @@ __all__ = [
     "help_text",
     "model_choices",
     "model_preset",
+    "register_presets",
     "require_model",
     "schema_fields",
 ]

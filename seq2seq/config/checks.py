@@ -11,6 +11,7 @@ from dataclasses import MISSING, fields, is_dataclass
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from seq2seq.config.model_arguments import with_constructor_defaults
 from seq2seq.config.schema import SCHEMAS
 from seq2seq.decoding.options import check_decoding
 from seq2seq.errors import UserError
@@ -100,6 +101,8 @@ def check(cfg: DictConfig, command: str = "train") -> DictConfig:
     if "decoding" in typed:
         check_decoding(typed.decoding)
     if command == "train":
+        if typed.model is not None:
+            typed.model = with_constructor_defaults(typed.model)
         _check_train(typed)
     return typed
 

@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from seq2seq.config.checks import _value, check, composition_error, schema_fields
+from seq2seq.config.model_arguments import register_model_arguments, with_constructor_defaults
 from seq2seq.config.schema import SCHEMAS
 from seq2seq.errors import UserError
 
@@ -36,11 +37,18 @@ def model_choices() -> list[str]:
 
 
 def model_preset(name: str) -> DictConfig:
-    """The constructor arguments of ``configs/model/NAME.yaml``, read without Hydra
-    (its ``defaults`` list, which picks other groups, left out)."""
+    """The constructor arguments of ``configs/model/NAME.yaml``, read without Hydra (its
+    ``defaults`` list, which picks other groups, left out), each one the preset leaves out
+    at the constructor's default."""
     cfg = OmegaConf.load(CONFIG_DIR / "model" / f"{name}.yaml")
     cfg.pop("defaults", None)
-    return cfg
+    return with_constructor_defaults(cfg)
+
+
+def register_presets() -> None:
+    """Store the nodes the model presets' defaults lists name (``model_arguments.py``);
+    needed before Hydra composes a train config with ``+model=NAME``."""
+    register_model_arguments(CONFIG_DIR)
 
 
 def require_model(cfg: DictConfig) -> None:
@@ -62,6 +70,8 @@ def compose(command: str, overrides: list[str], checked: bool = True) -> DictCon
     from hydra.errors import HydraException
 
     overrides = [quote_list(o) for o in overrides]
+    if command == "train" and any(o.startswith("+model=") for o in overrides):
+        register_presets()
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             cfg = hydra_compose(config_name=command, overrides=overrides)

@@ -59,7 +59,7 @@ SAMPLE_SEED = 20_161_207  # the tokenizer's sample is a function of the corpus a
 # ----------------------------------------------------------------- progress
 
 
-class Progress:
+class ProgressReport:
     """A progress bar with the time left on a terminal; elsewhere a log line every 10 s."""
 
     def __init__(self, what: str):
@@ -208,7 +208,7 @@ def _sample(data_cfg) -> tuple[int, list[str], list[str]]:
     k = max(1, data_cfg.tokenizer.sample_size // (2 if data_cfg.tokenizer.joint else 1))
     rng = np.random.default_rng(SAMPLE_SEED)
     reservoir: list[tuple[bytes, bytes]] = []
-    pairs, progress = 0, Progress("prepare: reading")
+    pairs, progress = 0, ProgressReport("prepare: reading")
     for first, src, tgt in pair_chunks(src_path, tgt_path, data_cfg.train_lines, progress=progress):
         decode_lines(src, src_path, first)  # every line checked once, before any work on them
         decode_lines(tgt, tgt_path, first)
@@ -234,7 +234,7 @@ def _encode_all(data_cfg, folder: Path, tokenizer: Tokenizer, workers: int, pair
     start-up time."""
     dtype = id_dtype(max(tokenizer.src_vocab_size, tokenizer.tgt_vocab_size))
     writer, dropped = IndexedWriter(folder, dtype), 0
-    progress = Progress("prepare: encoding")
+    progress = ProgressReport("prepare: encoding")
     train = data_cfg.train
     jobs = ((src, tgt) for _, src, tgt in pair_chunks(Path(train.src), Path(train.tgt), data_cfg.train_lines,
                                                         progress=progress))  # fmt: skip
@@ -359,13 +359,6 @@ def _build(data_cfg, tmp: Path, workers: int) -> dict:
             "encode": round(time.time() - trained, 1),
         },
     }
-
-
-def copy_tokenizer(tokenizer: Tokenizer, folder: Path) -> None:
-    """Copy a tokenizer's model files into ``folder`` (a run directory's ``tokenizer/``)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for path in {tokenizer.src_path, tokenizer.tgt_path}:
-        shutil.copyfile(path, folder / path.name)
 
 
 def open_prepared(folder: Path) -> tuple[IndexedPairs, Tokenizer]:

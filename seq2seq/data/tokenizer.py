@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import shutil
 from pathlib import Path
 
 import sentencepiece as spm
@@ -78,6 +79,14 @@ class Tokenizer:
 
     def tgt_pieces(self, ids: list[int]) -> list[str]:
         return [self.tgt.id_to_piece(i) for i in ids]
+
+    def copy_to(self, folder: Path) -> Tokenizer:
+        """Copy the model files into ``folder`` (made if missing; a run directory's or an
+        export's ``tokenizer/``) under their own names; returns the tokenizer of the copies."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in {self.src_path, self.tgt_path}:
+            shutil.copyfile(path, folder / path.name)
+        return Tokenizer(folder / self.src_path.name, folder / self.tgt_path.name)
 
 
 def tokenizer_reference(tokenizer: Tokenizer, run_dir: Path) -> dict:

@@ -29,6 +29,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from seq2seq.models.base import MAX_POSITIONS
+
 
 class Attention(nn.Module):
     """Base class: masking, softmax and the weighted sum of the memory.
@@ -242,7 +244,7 @@ def _location(query_size, memory_size, local_window, max_positions):
 
 
 def build_attention(
-    kind: str, query_size: int, memory_size: int, local_window: int = 10, max_positions: int = 256
+    kind: str, query_size: int, memory_size: int, local_window: int = 10, max_positions: int = MAX_POSITIONS
 ) -> Attention:
     """Make the attention module registered as ``kind``.
 

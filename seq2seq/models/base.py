@@ -30,6 +30,10 @@ from torch import nn
 
 State = dict
 
+# The longest sequence a model takes unless its ``max_positions`` says otherwise: the
+# sinusoidal table of the Transformer, the ``location`` attention's score layer.
+MAX_POSITIONS = 256
+
 
 def map_state(state, fn):
     """Apply ``fn`` to every tensor in a (nested) state; other values are kept."""

@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seq2seq.models.attention import build_attention
-from seq2seq.models.base import EncoderDecoder, State, check_rates, check_sizes
+from seq2seq.models.base import MAX_POSITIONS, EncoderDecoder, State, check_rates, check_sizes
 from seq2seq.models.dropout import Dropout
 from seq2seq.special import PAD_ID
 
@@ -150,7 +150,7 @@ class RecurrentEncoderDecoder(EncoderDecoder):
         dropout: float = 0.3,
         tie_embeddings: bool = True,
         local_window: int = 10,
-        max_positions: int = 256,
+        max_positions: int = MAX_POSITIONS,
     ):
         super().__init__()
         check_sizes(

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seq2seq.models.base import EncoderDecoder, State, check_rates, check_sizes
+from seq2seq.models.base import MAX_POSITIONS, EncoderDecoder, State, check_rates, check_sizes
 from seq2seq.models.dropout import Dropout, dropout
 from seq2seq.special import PAD_ID
 
@@ -162,7 +162,7 @@ class Transformer(EncoderDecoder):
         attention_dropout: float = 0.0,
         pre_norm: bool = True,
         tie_embeddings: bool = True,
-        max_positions: int = 256,
+        max_positions: int = MAX_POSITIONS,
         attention_layer: int = -1,
     ):
         super().__init__()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from seq2seq.checkpoints.checkpointer import Saved
+from seq2seq.checkpoints.format import run_dir_of
 
 
 @dataclass
@@ -54,6 +55,6 @@ def completed(saved: Saved | None, tcfg) -> str | None:
     if spent is None or progress.validated_step != progress.step:
         return None
     return (
-        f"{saved.path.parent.parent} is complete: {spent} reached at step {progress.step} (best "
+        f"{run_dir_of(saved.path)} is complete: {spent} reached at step {progress.step} (best "
         f"validation BLEU {progress.best_bleu:.2f}). To train on, raise {spent.split('=')[0]}"
     )

@@ -29,11 +29,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from seq2seq.checkpoints.checkpointer import Checkpointer, Saved
-from seq2seq.checkpoints.loading import build_model
+from seq2seq.checkpoints.format import TOKENIZER
+from seq2seq.checkpoints.loading import model_for_tokenizer
 from seq2seq.data.batching import count_batches, token_batches
 from seq2seq.data.collate import Batch
 from seq2seq.data.indexed import identity
-from seq2seq.data.preparation import copy_tokenizer, corpus_key, open_prepared, prepare
+from seq2seq.data.preparation import corpus_key, open_prepared, prepare
 from seq2seq.data.reading import read_parallel
 from seq2seq.data.tokenizer import open_tokenizer
 from seq2seq.data.workers import ignore_ctrl_c
@@ -111,9 +112,9 @@ class Trainer:
         folder = Path(distributed.from_main(str(folder) if folder else None))
         self.pairs, tokenizer = open_prepared(folder)
         if self.main:
-            copy_tokenizer(tokenizer, self.run_dir / "tokenizer")
+            tokenizer.copy_to(self.run_dir / TOKENIZER)
         distributed.barrier()  # the others read the main process's copy, which checkpoints refer to
-        self.tokenizer = open_tokenizer(self.run_dir / "tokenizer", data.tokenizer.joint)
+        self.tokenizer = open_tokenizer(self.run_dir / TOKENIZER, data.tokenizer.joint)
         meta = self.pairs.meta
         log.info(
             "train: %d pairs kept, %d longer than data.max_len=%d left out (%s)",
@@ -134,7 +135,7 @@ class Trainer:
         self.valid_lines = read_parallel(data.valid.src, data.valid.tgt, "data.valid")
 
     def setup_model(self) -> None:
-        self.model = build_model(self.cfg.model, self.tokenizer).to(self.device)
+        self.model = model_for_tokenizer(self.cfg.model, self.tokenizer).to(self.device)
         log.info(
             "model: %s, %.2fM parameters, device %s, precision %s",
             type(self.model).__name__,

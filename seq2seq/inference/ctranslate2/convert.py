@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from seq2seq.checkpoints.format import TOKENIZER
 from seq2seq.data.tokenizer import Tokenizer, tokenizer_reference
 from seq2seq.inference.ctranslate2.format import EXPORT_FORMAT, EXPORT_META, require_ctranslate2
 from seq2seq.inference.ctranslate2.spec import transformer_spec
@@ -19,12 +20,7 @@ def write_export(model, tokenizer: Tokenizer, config: dict, folder: Path, quanti
         tokenizer.tgt_pieces(range(tokenizer.tgt_vocab_size)),
     )
     save_spec(spec, folder, quantization)
-    (folder / "tokenizer").mkdir()
-    for path in {tokenizer.src_path, tokenizer.tgt_path}:
-        (folder / "tokenizer" / path.name).write_bytes(path.read_bytes())
-    copied = Tokenizer(
-        folder / "tokenizer" / tokenizer.src_path.name, folder / "tokenizer" / tokenizer.tgt_path.name
-    )
+    copied = tokenizer.copy_to(folder / TOKENIZER)
     meta = {
         "format": EXPORT_FORMAT,
         "engine": "ctranslate2",

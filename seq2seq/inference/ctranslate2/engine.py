@@ -12,7 +12,7 @@
     sampling, temperature, top_k, top_p, seed
                            sampling_temperature, sampling_topk, sampling_topp, set_random_seed
     max_tokens, batch_size the batches seq2seq forms (sorted by length) and passes one at a time;
-                           on the CPU CTranslate2 splits each among its workers (``open_engine``)
+                           on the CPU CTranslate2 splits each among its workers (``open_ct2_translator``)
 
 What CTranslate2 does not do is refused with one line (``check_options``): the
 GNMT length penalty, searching to the end (``patience=0``) with a length
@@ -64,7 +64,7 @@ def check_options(decoding, key: str = "decoding") -> None:
         )
 
 
-def pick_engine_device(name: str, key: str = "device") -> tuple[str, int]:
+def ct2_device(name: str, key: str = "device") -> tuple[str, int]:
     """CTranslate2's (device, index) for a ``device`` setting."""
     ctranslate2 = require_ctranslate2()
     gpus = ctranslate2.get_cuda_device_count()
@@ -78,7 +78,7 @@ def pick_engine_device(name: str, key: str = "device") -> tuple[str, int]:
     return "cpu", 0
 
 
-def open_engine(
+def open_ct2_translator(
     folder, device: str = "cpu", index: int = 0, compute_type: str = "default", num_threads: int = 0
 ):
     """A ``ctranslate2.Translator`` on an export folder. On the CPU it runs one worker per
@@ -98,10 +98,11 @@ def open_engine(
     )
 
 
-def worker_batch(engine, sentences: int) -> int:
-    """``max_batch_size`` for ``translate_batch`` of ``sentences`` on ``engine``: every
-    worker gets a share, of at most ``WORKER_BATCH`` sentences (0: no split, for one worker)."""
-    workers = engine.num_translators
+def worker_batch(ct2, sentences: int) -> int:
+    """``max_batch_size`` for ``translate_batch`` of ``sentences`` on ``ct2``, a
+    ``ctranslate2.Translator``: every worker gets a share, of at most ``WORKER_BATCH``
+    sentences (0: no split, for one worker)."""
+    workers = ct2.num_translators
     return 0 if workers == 1 else min(WORKER_BATCH, math.ceil(sentences / workers))
 
 
@@ -143,7 +144,7 @@ class CTranslate2Translator(Translator):
         decoding: a ``decoding`` config (checked with ``check_options``).
         device, precision: the command's ``device`` and ``precision`` settings;
             precision ``auto`` keeps the export's own quantization.
-        num_threads: CPU threads, one worker each (0: one per CPU; ``open_engine``).
+        num_threads: CPU threads, one worker each (0: one per CPU; ``open_ct2_translator``).
     """
 
     def __init__(self, folder: Path, decoding, device: str = "auto", precision: str = "auto", num_threads=0):
@@ -152,9 +153,9 @@ class CTranslate2Translator(Translator):
         self.meta = read_export(folder)
         tokenizer = referenced_tokenizer(self.meta["tokenizer"], folder, folder)
         super().__init__(tokenizer, decoding, self.meta["max_positions"])
-        engine_device, index = pick_engine_device(device)
+        ct2_name, index = ct2_device(device)
         try:
-            self.engine = open_engine(folder, engine_device, index, COMPUTE_TYPES[precision], num_threads)
+            self.ct2 = open_ct2_translator(folder, ct2_name, index, COMPUTE_TYPES[precision], num_threads)
         except (RuntimeError, ValueError) as e:
             raise UserError(f"{folder}: CTranslate2 cannot load it: {str(e).splitlines()[0]}") from None
         self.use_vmap = has_vmap(folder)
@@ -174,7 +175,7 @@ class CTranslate2Translator(Translator):
         would spin beside CTranslate2's."""
         d = self.cfg
         limits = [max_output_length(len(r), d.max_len_a, d.max_len_b, self.max_positions) for r in ids]
-        pieces = [self.tokenizer.src_pieces(r[:-1]) for r in ids]  # the engine appends EOS
+        pieces = [self.tokenizer.src_pieces(r[:-1]) for r in ids]  # CTranslate2 appends EOS
         longest = max(limits)
         out = self.translate(pieces, longest)
         reached = [i for i, hyps in enumerate(out) if max(len(h.tokens) for h in hyps) >= limits[i] - 1]
@@ -187,8 +188,8 @@ class CTranslate2Translator(Translator):
     def translate(self, pieces: list[list[str]], limit: int) -> list[list[Hypothesis]]:
         """The hypotheses of source ``pieces`` with outputs of at most ``limit`` tokens, EOS counted."""
         options = translate_options(self.cfg, limit, self.use_vmap)
-        results = self.engine.translate_batch(
-            pieces, max_batch_size=worker_batch(self.engine, len(pieces)), **options
+        results = self.ct2.translate_batch(
+            pieces, max_batch_size=worker_batch(self.ct2, len(pieces)), **options
         )
         return [self.hypotheses_of(result) for result in results]
 
@@ -201,7 +202,7 @@ class CTranslate2Translator(Translator):
         return hyps
 
 
-def make_engine(checkpoint: str, decoding, device: str, precision: str, num_threads: int):
+def ctranslate2_translator(checkpoint: str, decoding, device: str, precision: str, num_threads: int):
     """A ``CTranslate2Translator`` and the training config, for an export or a ``.pt``
     checkpoint (converted at start-up into a temporary float32 export)."""
     path = Path(checkpoint)
