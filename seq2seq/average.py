@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from seq2seq.checkpoints.format import step_checkpoints
+from seq2seq.checkpoints.format import LAST, step_checkpoints
 from seq2seq.cli.files import check_output_file, checkpoint_paths, refuse_exports
 from seq2seq.cli.runner import run
 from seq2seq.errors import UserError
@@ -50,7 +50,7 @@ def choose(cfg) -> tuple[list[Path], Path]:
             raise UserError("last= goes with checkpoints=; inputs= names the checkpoints itself")
         default = paths[0].parent / "average.pt"
     output = Path(cfg.output) if cfg.output else default
-    if output.resolve() in {p.resolve() for p in paths} or output.name == "last.pt":
+    if output.resolve() in {p.resolve() for p in paths} or output.name == LAST:
         raise UserError(f"output={output}: would overwrite a checkpoint of the run; give another name")
     if output.parent.resolve() != paths[0].parent.resolve():
         raise UserError(

@@ -8,8 +8,10 @@ from pathlib import Path
 
 from seq2seq import __version__
 from seq2seq.checkpoints.format import (
+    BEST,
     CHECKPOINTS,
     FORMAT,
+    LAST,
     link_checkpoint,
     load_checkpoint,
     save_checkpoint,
@@ -44,7 +46,7 @@ class Checkpointer:
     def __init__(self, run_dir: Path, config: dict, keep_last: int = 0):
         self.run_dir, self.config, self.keep_last = run_dir, config, keep_last
         self.dir = run_dir / CHECKPOINTS
-        self.last = self.dir / "last.pt"
+        self.last = self.dir / LAST
 
     def previous(self) -> Saved | None:
         """The run directory's ``last.pt``, checked to belong to the same model and data
@@ -113,7 +115,7 @@ class Checkpointer:
         }
         save_checkpoint(payload, self.last)
         if best:
-            link_checkpoint(self.last, self.dir / "best.pt")
+            link_checkpoint(self.last, self.dir / BEST)
         if self.keep_last > 0:
             link_checkpoint(self.last, self.dir / step_name(progress["step"]))
             for old in step_checkpoints(self.dir)[: -self.keep_last]:

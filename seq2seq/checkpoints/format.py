@@ -41,6 +41,8 @@ FORMAT = 2  # bumped when the layout changes; _upgrade reads the older ones
 
 CHECKPOINTS = "checkpoints"  # a run directory's folder of checkpoints
 TOKENIZER = "tokenizer"  # a run directory's (and an export's) folder of SentencePiece models
+LAST = "last.pt"  # in CHECKPOINTS: written at every save; training resumes from it
+BEST = "best.pt"  # in CHECKPOINTS: the checkpoint of the best validation BLEU so far
 
 _STEP = re.compile(r"step_(\d+)\.pt")
 
@@ -120,7 +122,7 @@ def load_checkpoint(path: str | Path) -> dict:
 
     path = Path(path)
     if path.is_dir():
-        inside = path / CHECKPOINTS / "best.pt"
+        inside = path / CHECKPOINTS / BEST
         hint = f"checkpoint={inside}" if inside.is_file() else "checkpoint=RUN_DIR/checkpoints/best.pt"
         raise UserError(f"{path}: is a folder, not a checkpoint; pass {hint}")
     if not path.is_file():
