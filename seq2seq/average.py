@@ -62,6 +62,8 @@ def choose(cfg) -> tuple[list[Path], Path]:
 
 
 def average(cfg) -> Path:
+    """Average the checkpoints ``cfg`` names into one, and check that it loads."""
+    # torch loads here, once the config is checked: --help and a mistake answer at once.
     from seq2seq.checkpoints.averaging import average_checkpoints
     from seq2seq.checkpoints.format import save_checkpoint
     from seq2seq.checkpoints.loading import load_model
@@ -74,6 +76,7 @@ def average(cfg) -> Path:
 
 
 def main() -> None:
+    """``python -m seq2seq.average``: see the module's docstring."""
     run("average", average)
 
 

@@ -38,6 +38,7 @@ def score(hypotheses: list[str], references: list[str]) -> dict:
 
 
 def evaluate(cfg) -> dict:
+    """Translate and score the test split (or ``src=``/``ref=``); print and save the metrics."""
     if (cfg.src is None) != (cfg.ref is None):
         raise UserError("give both src=FILE and ref=FILE, or neither to use the test split")
     translator, train_cfg = make_translator(cfg)
@@ -76,6 +77,7 @@ def evaluate(cfg) -> dict:
 
 
 def main() -> None:
+    """``python -m seq2seq.evaluate``: see the module's docstring."""
     run("evaluate", evaluate)
 
 

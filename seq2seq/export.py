@@ -17,12 +17,12 @@ from pathlib import Path
 from seq2seq.cli.files import checkpoint_paths, refuse_exports
 from seq2seq.cli.runner import run
 from seq2seq.errors import UserError
+from seq2seq.inference.ctranslate2.format import VMAP_FILE, is_export, require_ctranslate2
+from seq2seq.inference.ctranslate2.vocab_map import training_pairs, write_vmap
 
 
 def check_target(output: Path) -> None:
     """Refuse an output that is not a new folder or an earlier export."""
-    from seq2seq.inference.ctranslate2.format import is_export
-
     if output.exists() and not is_export(output):
         kind = "folder" if output.is_dir() else "file"
         raise UserError(f"output={output}: a {kind} that is not an export is there; give a new folder")
@@ -31,10 +31,10 @@ def check_target(output: Path) -> None:
 
 
 def export(cfg) -> Path:
+    """Write the checkpoint ``cfg`` names as a CTranslate2 export; returns its folder."""
+    # torch loads here, once the config is checked: --help and a mistake answer at once.
     from seq2seq.checkpoints.loading import load_model
     from seq2seq.inference.ctranslate2.convert import write_export
-    from seq2seq.inference.ctranslate2.format import VMAP_FILE, require_ctranslate2
-    from seq2seq.inference.ctranslate2.vocab_map import training_pairs, write_vmap
 
     paths = checkpoint_paths(cfg.checkpoint)
     refuse_exports(paths)
@@ -69,6 +69,7 @@ def export(cfg) -> Path:
 
 
 def main() -> None:
+    """``python -m seq2seq.export``: see the module's docstring."""
     run("export", export)
 
 

@@ -19,13 +19,18 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from seq2seq.checkpoints.format import CHECKPOINTS, TOKENIZER
-from seq2seq.config import CONFIG_DIR, check, compose, help_text, register_presets, require_model
+from seq2seq.checkpoints.checkpointer import Checkpointer
+from seq2seq.checkpoints.format import CHECKPOINTS, LAST, TOKENIZER
+from seq2seq.cli.runner import asks_help, exits, show_help
+from seq2seq.config import CONFIG_DIR, check, compose, register_presets, require_model
+from seq2seq.data.preparation import corpus_key
 from seq2seq.errors import UserError
 from seq2seq.training import distributed
+from seq2seq.training.budget import completed
 from seq2seq.training.signals import Interrupted
 
 log = logging.getLogger("seq2seq.train")
@@ -71,22 +76,23 @@ def _main(cfg: DictConfig) -> None:
     removable = distributed.is_main() and HydraConfig.get().mode == RunMode.RUN  # not a sweep's job
     if not distributed.is_main():  # the main process reports; the others only warn
         logging.getLogger("seq2seq").setLevel(logging.WARNING)
-    try:
-        from seq2seq.training.trainer import train
 
-        trainer = train(check(cfg, "train"), run_dir, resume_command(run_dir))
-    except UserError as e:
+    def failed(e: UserError) -> None:
         log.error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
         if removable:
             remove_if_unused(run_dir)
-        sys.exit(2)
-    except (Interrupted, KeyboardInterrupt) as e:
-        stop = e if isinstance(e, Interrupted) else Interrupted(signal.SIGINT)
+
+    def stopped(stop: Interrupted) -> None:
         log.info("stopped by %s before training started; nothing new was saved", stop)
         if removable:
             remove_if_unused(run_dir)
-        sys.exit(stop.exit_code)
+
+    with exits(on_error=failed, on_stop=stopped):
+        # The trainer's modules (models, matplotlib, ...) take about 0.7 s to import: not
+        # before the overrides are checked, so that --help and a mistake answer at once.
+        from seq2seq.training.trainer import train
+
+        trainer = train(check(cfg, "train"), run_dir, resume_command(run_dir))
     if trainer.stops.received:
         sys.exit(128 + trainer.stops.received)
 
@@ -97,8 +103,6 @@ def _raise_on_sigterm(signum, frame):
 
 def _chosen_run_dir(args: list[str]) -> Path | None:
     """The folder ``hydra.run.dir=...`` names on the command line, if any."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     chosen = [a for a in args if a.lstrip("+").startswith("hydra.run.dir=")]
     if not chosen:
         return None
@@ -109,12 +113,8 @@ def _chosen_run_dir(args: list[str]) -> Path | None:
 def _already_complete(cfg: DictConfig, run_dir: Path | None) -> str | None:
     """When ``run_dir`` holds a run whose ``last.pt`` met its budget, the line that says
     so (checked before Hydra writes anything into that directory)."""
-    if run_dir is None or not (run_dir / CHECKPOINTS / "last.pt").is_file():
+    if run_dir is None or not (run_dir / CHECKPOINTS / LAST).is_file():
         return None
-    from seq2seq.checkpoints.checkpointer import Checkpointer
-    from seq2seq.data.preparation import corpus_key
-    from seq2seq.training.budget import completed
-
     checkpointer = Checkpointer(run_dir, OmegaConf.to_container(cfg, resolve=True))
     saved = checkpointer.previous()
     checkpointer.check_data(saved, corpus_key(cfg.data)[0])
@@ -128,10 +128,9 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _raise_on_sigterm)  # the trainer takes over once it starts
     register_presets()  # before Hydra composes +model=NAME, here or in _main
     args = sys.argv[1:]
-    try:
-        if any(a in ("-h", "--help") for a in args):
-            rest = [a for a in args if a not in ("-h", "--help")]
-            print(help_text("train", compose("train", rest)))
+    with exits():
+        if asks_help(args):
+            show_help("train", args, checked=True)
             return
         if any(a.startswith("-") for a in args):  # Hydra flags such as -m: Hydra checks the rest
             if distributed.launched():
@@ -147,13 +146,6 @@ def main() -> None:
             if distributed.launched():
                 distributed.init(cuda=distributed.wants_cuda(cfg.trainer.device))
                 sys.argv += distributed.run_dir_overrides(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except Interrupted as e:
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
     finished = False
     try:
         _main()

@@ -36,6 +36,7 @@ def stdin_chunks():
 
 
 def file_chunks(path: str, size: int = 2000):
+    """Yield lists of up to ``size`` lines (as bytes) of the file at ``path``."""
     try:
         lines = Path(path).read_bytes().split(b"\n")
     except OSError as e:
@@ -52,6 +53,7 @@ def one_line(text: str) -> str:
 
 
 def translate(cfg) -> None:
+    """Translate ``cfg.input`` (or stdin) line by line into ``cfg.output`` (or stdout)."""
     check_output_file(cfg.output, "output", {"input": cfg.input})
     check_output_file(cfg.nbest_output, "nbest_output", {"input": cfg.input, "output": cfg.output})
     if cfg.input and not Path(cfg.input).is_file():
@@ -96,6 +98,7 @@ def translate(cfg) -> None:
 
 def save_heatmaps(translator, texts, results, attention_dir: Path, first_line: int) -> None:
     """Save ``<line>.png`` for every non-empty input line (``first_line`` lines came before)."""
+    # matplotlib and torch load only when attention_dir= asks for heatmaps (an export has none).
     import matplotlib.pyplot as plt
 
     from seq2seq.inference.heatmaps import attention_figures
@@ -112,6 +115,7 @@ def save_heatmaps(translator, texts, results, attention_dir: Path, first_line: i
 
 
 def main() -> None:
+    """``python -m seq2seq.translate``: see the module's docstring."""
     run("translate", translate)
 
 

@@ -72,6 +72,8 @@ def _check_train(cfg: DictConfig) -> None:
         )
     if cfg.model is None:
         return
+    # The models load torch (about 2 s): only for a config that names a model, never
+    # while translating an export.
     from seq2seq.models import build_model
 
     build_model(cfg.model, 16, 16, shared_vocab=True)  # every constructor check, before any work

@@ -5,6 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -65,10 +68,6 @@ def compose(command: str, overrides: list[str], checked: bool = True) -> DictCon
     ``checked`` is false) check it, with no Hydra run directory or log files
     (evaluate and translate run on this; train uses it to check its overrides
     before Hydra starts)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.errors import HydraException
-
     overrides = [quote_list(o) for o in overrides]
     if command == "train" and any(o.startswith("+model=") for o in overrides):
         register_presets()

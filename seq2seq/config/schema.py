@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from hydra.core.config_store import ConfigStore
+
 from seq2seq.decoding.options import DecodingConfig
 from seq2seq.settings import AT_LEAST_0, AT_LEAST_1, POSITIVE, PROBABILITY, Allowed, setting
 from seq2seq.training.schedule import DECAYS
@@ -221,8 +223,6 @@ SCHEMAS = {
 def _register_schemas() -> None:
     """Make each schema the base of its command's YAML (``defaults: [NAME_schema, ...]``),
     so Hydra knows every key, its type and its default while composing."""
-    from hydra.core.config_store import ConfigStore
-
     store = ConfigStore.instance()
     for name, schema in SCHEMAS.items():
         store.store(name=f"{name}_schema", node=schema)

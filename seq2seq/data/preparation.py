@@ -40,6 +40,8 @@ from itertools import chain
 from pathlib import Path
 
 import numpy as np
+import sentencepiece as spm
+from tqdm import tqdm
 
 from seq2seq.data.indexed import FORMAT, IndexedPairs, IndexedWriter, id_dtype
 from seq2seq.data.reading import CHUNK, decode_lines, pair_chunks
@@ -67,8 +69,6 @@ class ProgressReport:
         self.start = self.last = time.time()
         self.bar = None
         if sys.stderr.isatty():
-            from tqdm import tqdm
-
             self.bar = tqdm(desc=what, unit="B", unit_scale=True, file=sys.stderr, dynamic_ncols=True)
 
     def __call__(self, done: int, total: int) -> None:
@@ -166,8 +166,6 @@ _worker: dict = {}
 
 def _load(model_files: list[str], max_len: int, dtype: str) -> None:
     """Get this process ready to ``_encode``."""
-    import sentencepiece as spm
-
     models = [spm.SentencePieceProcessor(model_file=f) for f in model_files]
     _worker.update(src=models[0], tgt=models[-1], max_len=max_len, dtype=np.dtype(dtype))
 

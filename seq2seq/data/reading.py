@@ -1,12 +1,20 @@
-"""Reading parallel text: plain or gzip files, UTF-8, one sentence per line."""
+"""Reading parallel text: plain or gzip files, UTF-8, one sentence per line.
+
+``Lines`` streams a file in blocks and ``decode_lines`` checks and decodes them: corpus
+preparation reads chunk by chunk (``pair_chunks``), ``read_lines`` a whole file, with the
+same errors for a missing, unreadable or non-UTF-8 file.
+"""
 
 from __future__ import annotations
 
 import gzip
 import zlib
 from pathlib import Path
+from typing import NoReturn
 
 from seq2seq.errors import UserError
+
+CHUNK = 20_000  # lines read and decoded at a time (and pairs a preparation worker encodes)
 
 
 def read_lines(path: str | Path, key: str = "the data.* paths") -> list[str]:
@@ -17,26 +25,13 @@ def read_lines(path: str | Path, key: str = "the data.* paths") -> list[str]:
     bad UTF-8) when the file cannot be read; ``key`` is the setting that named it.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file; check {key}")
-    opener = gzip.open if path.suffix == ".gz" else open
+    lines = Lines(path, key)
+    out: list[str] = []
     try:
-        with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as e:
-        raise UserError(f"{path}: cannot be read ({e}); is it a valid text or .gz file?") from None
-    lines = raw.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    out = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise UserError(
-                f"{path}:{number}: invalid UTF-8 at byte {e.start}; convert the file to UTF-8"
-            ) from None
-        out.append(text.strip())
+        while chunk := lines.take(CHUNK):
+            out += decode_lines(chunk, path, len(out) + 1)
+    finally:
+        lines.close()
     return out
 
 
@@ -56,9 +51,6 @@ def read_parallel(
     return src, tgt
 
 
-CHUNK = 20_000  # pairs a worker encodes at a time
-
-
 class Lines:
     """Lines of a plain or gzip text file, read in blocks and handed out in chunks.
 
@@ -69,11 +61,17 @@ class Lines:
         self.path, self.key = path, key
         if not path.is_file():
             raise UserError(f"{path}: no such file; check {key}")
-        self.raw = open(path, "rb")
+        try:
+            self.raw = open(path, "rb")
+        except OSError as e:
+            self._unreadable(e)
         self.stream = gzip.GzipFile(fileobj=self.raw) if path.suffix == ".gz" else self.raw
         self.pending = b""
         self.buffer: list[bytes] = []
         self.done = False
+
+    def _unreadable(self, e: Exception) -> NoReturn:
+        raise UserError(f"{self.path}: cannot be read ({e}); is it a valid text or .gz file?") from None
 
     @property
     def position(self) -> int:
@@ -83,7 +81,7 @@ class Lines:
         try:
             block = self.stream.read(1 << 22)
         except (OSError, EOFError, zlib.error) as e:
-            raise UserError(f"{self.path}: cannot be read ({e}); is it a valid text or .gz file?") from None
+            self._unreadable(e)
         if not block:
             self.done = True
             if self.pending:
@@ -149,6 +147,8 @@ def pair_chunks(src_path: Path, tgt_path: Path, limit: int = 0, size: int = CHUN
 def decode_lines(lines: list[bytes], path: Path, first_line: int) -> list[str]:
     """UTF-8 text of ``lines``, surrounding whitespace trimmed; a ``UserError`` names the
     file and line of the first line that is not UTF-8."""
+    if not lines:
+        return []
     try:
         text = b"\n".join(lines).decode("utf-8")
     except UnicodeDecodeError:

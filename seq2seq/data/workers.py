@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import sys
@@ -17,9 +18,6 @@ def die_with_parent() -> None:
     """Ask Linux to end this process when its parent dies (even by ``kill -9``), so that no
     encoding worker is left waiting for work that will never come."""
     if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
         ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
         if os.getppid() == 1:  # the parent died before that took hold
             os._exit(1)

@@ -24,6 +24,8 @@ def search(model, src, src_lengths, cfg, generator=None) -> list[list[Hypothesis
     """
     lengths = {"max_len_a": cfg.max_len_a, "max_len_b": cfg.max_len_b}
     name = search_name(cfg)
+    # Each search imports torch; importing this package must not (the CTranslate2 engine
+    # uses ``Hypothesis``), so the search loads here, when it runs.
     if name == "sampling":
         from seq2seq.decoding.sampling import sample
 

@@ -6,5 +6,6 @@ reports (``log.py``), stop signals (``signals.py``) and several processes
 
 May import: ``inference`` (validation translates), ``checkpoints``, ``decoding``,
 ``models``, ``data`` and the leaf modules. Nothing imports it but the commands, except
-``training.schedule``, whose list of decays ``config`` checks against.
+``training.schedule``, whose list of decays ``config`` checks against, and
+``training.signals``, whose stops ``cli/runner.py`` turns into exit statuses.
 """

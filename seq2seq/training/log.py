@@ -31,6 +31,7 @@ class TrainingLog:
         self.writer = self.metrics = self.validations = self.bar = None
         if not enabled:
             return
+        # TensorBoard (about 0.4 s to import) loads only in the process that reports.
         from torch.utils.tensorboard import SummaryWriter
         from tqdm import tqdm
 

@@ -36,7 +36,7 @@ def write_export(model, tokenizer: Tokenizer, config: dict, folder: Path, quanti
 def save_spec(spec, folder: Path, quantization: str) -> None:
     """Validate, quantize and write a CTranslate2 model spec into ``folder`` (created; it must not exist)."""
     require_ctranslate2()
-    from ctranslate2.converters.converter import Converter
+    from ctranslate2.converters.converter import Converter  # CTranslate2 is optional
 
     class SpecConverter(Converter):
         def _load(self):

@@ -39,7 +39,7 @@ def is_export(path: str | Path) -> bool:
 def require_ctranslate2():
     """The ``ctranslate2`` module, or one line saying how to install it."""
     try:
-        import ctranslate2
+        import ctranslate2  # CTranslate2 is optional (pip install 'seq2seq[serve]')
     except ImportError:
         raise UserError(
             "CTranslate2 is not installed: pip install 'seq2seq[serve]' (make install does it)"

@@ -80,7 +80,7 @@ def transformer_spec(model: EncoderDecoder, src_pieces: list[str], tgt_pieces: l
             f"a {type(model).__name__} cannot be exported: CTranslate2 runs Transformers only "
             "(+model=transformer); translate and evaluate run this checkpoint with engine=torch"
         )
-    from ctranslate2.specs import TransformerSpec
+    from ctranslate2.specs import TransformerSpec  # CTranslate2 is optional
 
     pre_norm = model.encoder[0].pre_norm
     spec = TransformerSpec.from_config(
