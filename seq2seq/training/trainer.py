@@ -377,22 +377,15 @@ class Trainer:
     def validate_main(self) -> tuple[bool, bool]:
         """Validate and report it (main process); returns whether the BLEU is the best so
         far and whether a signal abandoned the validation."""
-        p = self.progress
+        p, model, valid, device = self.progress, self.model, self.valid, self.device
         self.report.flush()
         try:
             with self.stops.abortable():
-                max_tokens = self.cfg.decoding.max_tokens
                 result = validate(
-                    self.model, self.translator, self.valid, max_tokens, self.device, self.precision
+                    model, self.translator, valid, self.cfg.decoding.max_tokens, device, self.precision
                 )
                 self.report.samples(
-                    p.step,
-                    result,
-                    self.valid,
-                    self.model,
-                    self.data.tokenizer,
-                    self.device,
-                    self.tcfg.samples,
+                    p.step, result, valid, model, self.data.tokenizer, device, self.tcfg.samples
                 )
         except Interrupted:
             return False, True
