@@ -60,8 +60,9 @@ class Setting:
             t.data_key = corpus_key(cfg.data)
             t.run_dir.mkdir(parents=True, exist_ok=True)
             t.setup_device(), t.setup_data(), t.setup_model(), t.setup_optimizer()
-        order = token_batches(*t.lengths, t.tcfg.max_tokens, cfg.seed, 0)[:batches]
-        self.batches = [t.pairs.__getitems__(rows).to(t.device) for rows in order]
+        data = getattr(t, "data", t)  # the trainer's TrainingData; an earlier tree kept it on the trainer
+        order = token_batches(*data.lengths, t.tcfg.max_tokens, cfg.seed, 0)[:batches]
+        self.batches = [data.pairs.__getitems__(rows).to(t.device) for rows in order]
         opt = t.opt
         self.initial = copy.deepcopy(
             (t.model.state_dict(), opt.optimizer.state_dict(), opt.scheduler.state_dict())

@@ -1,8 +1,10 @@
-"""Where training stands (``Progress``, saved in every checkpoint) and the budgets that end it."""
+"""Where training stands (``Progress``, saved in every checkpoint), the budgets that end it,
+and why a run stopped (``Stop``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from seq2seq.checkpoints.checkpointer import Saved
 from seq2seq.checkpoints.format import run_dir_of
@@ -19,6 +21,32 @@ class Progress:
     bad_evals: int = 0  # validations in a row without a better BLEU
     validated_step: int = 0  # the step of the last validation
     elapsed: float = 0.0  # seconds spent in the training loop, across resumes
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Why training ended. ``kind``: ``budget`` (a ``trainer.max_*`` key or
+    ``trainer.patience`` reached), ``signal`` (SIGINT/SIGTERM: the step finished, then a
+    save) or ``second signal`` (stopped at once, the last save kept); ``text``: what the
+    trainer's final log line says after ``stopped:``."""
+
+    kind: Literal["budget", "signal", "second signal"]
+    text: str
+
+    @classmethod
+    def budget(cls, key: str) -> Stop:
+        """The budget ``key`` (as ``budget_spent`` names it) was reached."""
+        return cls("budget", key)
+
+    @classmethod
+    def signal(cls, name: str) -> Stop:
+        """A first signal ``name`` (e.g. SIGTERM): saved, then stopped."""
+        return cls("signal", f"stopped by {name}")
+
+    @classmethod
+    def second_signal(cls, name: str) -> Stop:
+        """A second signal ``name`` stopped training at once."""
+        return cls("second signal", f"stopped at once by a second {name}; the last save is kept")
 
 
 def budget_spent(progress: Progress, tcfg) -> str | None:

@@ -19,9 +19,10 @@ log = logging.getLogger("seq2seq.train")
 
 
 class TrainingLog:
-    """Per step: a ``metrics.jsonl`` row. Every ``log_every`` steps: a log line and
-    TensorBoard scalars. Every validation: a ``validations.jsonl`` row with its scores and
-    the seconds of training so far, sample translations and heatmaps."""
+    """What the trainer reports (its ``report``). Per step: a ``metrics.jsonl`` row. Every
+    ``log_every`` steps: a log line and TensorBoard scalars. Every validation: a
+    ``validations.jsonl`` row with its scores and the seconds of training so far, sample
+    translations and heatmaps."""
 
     def __init__(
         self, run_dir: Path, log_every: int, total_steps: int | None, step: int, enabled: bool, bar: bool

@@ -13,8 +13,8 @@ class Schedule:
 
     - ``inverse_sqrt``: sqrt(warmup / step), whatever the budget;
     - ``linear``: a straight line from 1 at the end of the warmup to 0 where the training
-      budget ends. The trainer sets ``spent``, the fraction of the budget used so far
-      (0 to 1), before every step.
+      budget ends. ``Trainer.step`` sets ``spent``, the fraction of the budget used
+      before the step (0 to 1), right before every step.
 
     The attributes are plain values, so the scheduler's state_dict (hence a checkpoint)
     holds them and a resumed run decays from where it was.

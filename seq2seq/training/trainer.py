@@ -1,10 +1,11 @@
 """The training recipe: set up data, model and optimiser, resume, then loop.
 
 ``Trainer.run`` reads top to bottom: a run directory whose ``last.pt`` already
-met its budget is left alone; otherwise ``setup_data`` (tokenizer, ids),
-``setup_model``, ``setup_optimizer`` and ``resume`` prepare everything and
-``fit`` steps through epochs of token batches, validating every
-``trainer.eval_every`` steps and saving every ``trainer.save_every`` steps.
+met its budget is left alone; otherwise ``setup`` builds the device, the data,
+the model and the optimisation (each ``setup_*`` step returns what it builds and
+``setup`` keeps it), ``resume`` continues from a checkpoint, and ``fit`` steps
+through epochs of token batches, validating every ``trainer.eval_every`` steps
+and saving every ``trainer.save_every`` steps, until ``stop`` says why it ends.
 
 Resuming is exact: a checkpoint holds the model, optimiser, schedule, gradient
 scaler, random state and the position in the epoch's batch order (which is a
@@ -20,9 +21,10 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -33,16 +35,16 @@ from seq2seq.checkpoints.format import TOKENIZER
 from seq2seq.checkpoints.loading import model_for_tokenizer
 from seq2seq.data.batching import count_batches, token_batches
 from seq2seq.data.collate import Batch
-from seq2seq.data.indexed import identity
+from seq2seq.data.indexed import IndexedPairs, identity
 from seq2seq.data.preparation import corpus_key, open_prepared, prepare
 from seq2seq.data.reading import read_parallel
-from seq2seq.data.tokenizer import open_tokenizer
+from seq2seq.data.tokenizer import Tokenizer, open_tokenizer
 from seq2seq.data.workers import ignore_ctrl_c
 from seq2seq.device import output_rows_multiple, pick_device, pick_precision, set_threads
 from seq2seq.errors import UserError
 from seq2seq.inference.torch_engine import TorchTranslator
 from seq2seq.training import distributed
-from seq2seq.training.budget import Progress, budget_fraction, budget_spent, completed
+from seq2seq.training.budget import Progress, Stop, budget_fraction, budget_spent, completed
 from seq2seq.training.log import TrainingLog
 from seq2seq.training.schedule import Schedule
 from seq2seq.training.signals import Interrupted, StopSignals
@@ -52,18 +54,48 @@ from seq2seq.training.validation import ValidSet, validate
 log = logging.getLogger("seq2seq.train")
 
 
+@dataclass
+class TrainingData:
+    """What a run trains and validates on."""
+
+    pairs: IndexedPairs  # the prepared training pairs, memory-mapped
+    tokenizer: Tokenizer  # the run directory's copy, which checkpoints refer to
+    lengths: tuple[np.ndarray, np.ndarray]  # (N,) source and (N,) target lengths of the pairs
+    batches_per_epoch: int  # of all processes together; the same every epoch
+    valid_lines: tuple[list[str], list[str]]  # the validation split's source and target lines
+
+
 class Trainer:
-    """One training run of ``cfg`` in ``run_dir``; ``run()`` does it all."""
+    """One training run of ``cfg`` in ``run_dir``; ``run()`` does it all.
+
+    ``__init__`` sets the run's settings and state, ``setup()`` and ``fit()`` what the
+    annotations below list.
+    """
+
+    # Built by setup():
+    device: torch.device
+    precision: str
+    data: TrainingData
+    model: nn.Module  # the model being trained
+    objective: nn.Module  # what a step calls: an Objective, maybe compiled, maybe DistributedDataParallel
+    translator: TorchTranslator  # validation's
+    valid: ValidSet
+    schedule: Schedule  # the learning-rate factor; given the budget's fraction spent before each step
+    opt: Optimization
+    # Built by fit():
+    report: TrainingLog  # the log lines, metrics.jsonl, validations.jsonl, TensorBoard, the progress bar
+    clock: float  # time.time() minus the loop's seconds of earlier runs of this directory
 
     def __init__(self, cfg: DictConfig, run_dir: Path, resume_command: str = ""):
         self.cfg, self.tcfg, self.run_dir = cfg, cfg.trainer, run_dir
-        self.resume_command = resume_command
+        self.resume_command = resume_command  # said when a signal stops the run
         self.main, self.world = distributed.is_main(), distributed.world_size()
-        self.config = OmegaConf.to_container(cfg, resolve=True)
-        self.checkpointer = Checkpointer(run_dir, self.config, self.tcfg.keep_last)
+        config = OmegaConf.to_container(cfg, resolve=True)
+        self.checkpointer = Checkpointer(run_dir, config, self.tcfg.keep_last)
         self.progress = Progress()
-        self.stops = StopSignals(can_abort=self.main)
-        self.started, self.bad_steps, self.first_step = time.time(), 0, None
+        self.stops = StopSignals(can_abort=self.main)  # the signals received
+        self.stop: Stop | None = None  # why training ends, once that is decided
+        self.started, self.first_step, self.bad_steps = time.time(), None, 0
         self.data_key = None  # corpus_key of the training files (main process only)
 
     def run(self) -> Progress:
@@ -84,38 +116,42 @@ class Trainer:
             return self.fit()
 
     def setup(self) -> None:
-        """Everything before the first step: the run directory's config, the device,
-        the data, the model and the optimiser."""
+        """Everything before the first step: the run directory's config, then the device and
+        precision, the data, the model, its objective and translator, the validation set and
+        the optimisation, kept in the attributes listed on the class."""
         if self.data_key is None and self.main:
             self.data_key = corpus_key(self.cfg.data)
         if self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg))
-        self.setup_device()
-        self.setup_data()
-        self.setup_model()
-        self.setup_optimizer()
+        self.device, self.precision = self.setup_device()
+        self.data = self.setup_data()
+        self.model, self.objective, self.translator = self.setup_model(self.data.tokenizer)
+        self.valid = ValidSet.encode(self.data.tokenizer, *self.data.valid_lines, self.model.max_positions)
+        self.schedule, self.opt = self.setup_optimizer(self.model, self.data.batches_per_epoch)
 
     # ----- setup -----------------------------------------------------------------------------
 
-    def setup_device(self) -> None:
+    def setup_device(self) -> tuple[torch.device, str]:
+        """This process's device and the precision used on it; sets the threads and the seed."""
         set_threads(self.tcfg.num_threads)
-        self.device = distributed.local_device(pick_device(self.tcfg.device))
-        self.precision = pick_precision(self.tcfg.precision, self.device)
+        device = distributed.local_device(pick_device(self.tcfg.device))
+        precision = pick_precision(self.tcfg.precision, device)
         torch.manual_seed(self.cfg.seed)  # the same initial weights on every process
+        return device, precision
 
-    def setup_data(self) -> None:
+    def setup_data(self) -> TrainingData:
         """Prepare the training split once (or find it prepared) and map it; read the
         validation split. Under torchrun the main process prepares, the others wait."""
         data = self.cfg.data
         folder = prepare(data, key=self.data_key) if self.main else None
         folder = Path(distributed.from_main(str(folder) if folder else None))
-        self.pairs, tokenizer = open_prepared(folder)
+        pairs, prepared_tokenizer = open_prepared(folder)
         if self.main:
-            tokenizer.copy_to(self.run_dir / TOKENIZER)
+            prepared_tokenizer.copy_to(self.run_dir / TOKENIZER)
         distributed.barrier()  # the others read the main process's copy, which checkpoints refer to
-        self.tokenizer = open_tokenizer(self.run_dir / TOKENIZER, data.tokenizer.joint)
-        meta = self.pairs.meta
+        tokenizer = open_tokenizer(self.run_dir / TOKENIZER, data.tokenizer.joint)
+        meta = pairs.meta
         log.info(
             "train: %d pairs kept, %d longer than data.max_len=%d left out (%s)",
             meta["pairs"],
@@ -123,52 +159,54 @@ class Trainer:
             data.max_len,
             folder,
         )
-        self.lengths = (self.pairs.lengths("src"), self.pairs.lengths("tgt"))
-        self.batches_per_epoch = count_batches(*self.lengths, self.tcfg.max_tokens)  # the same every epoch
-        if self.batches_per_epoch < self.world:
+        lengths = (pairs.lengths("src"), pairs.lengths("tgt"))
+        batches = count_batches(*lengths, self.tcfg.max_tokens)
+        if batches < self.world:
             raise UserError(
-                f"the training data makes {self.batches_per_epoch} batches, fewer than the {self.world} "
+                f"the training data makes {batches} batches, fewer than the {self.world} "
                 f"processes; lower trainer.max_tokens or start fewer processes"
             )
         if self.world > 1:
-            log.info("%d processes, %d steps per epoch", self.world, self.batches_per_epoch // self.world)
-        self.valid_lines = read_parallel(data.valid.src, data.valid.tgt, "data.valid")
+            log.info("%d processes, %d steps per epoch", self.world, batches // self.world)
+        valid_lines = read_parallel(data.valid.src, data.valid.tgt, "data.valid")
+        return TrainingData(pairs, tokenizer, lengths, batches, valid_lines)
 
-    def setup_model(self) -> None:
-        self.model = model_for_tokenizer(self.cfg.model, self.tokenizer).to(self.device)
+    def setup_model(self, tokenizer: Tokenizer) -> tuple[nn.Module, nn.Module, TorchTranslator]:
+        """The model on the device, the objective that training steps call, and the
+        translator that validation uses."""
+        model = model_for_tokenizer(self.cfg.model, tokenizer).to(self.device)
         log.info(
             "model: %s, %.2fM parameters, device %s, precision %s",
-            type(self.model).__name__,
-            sum(p.numel() for p in self.model.parameters()) / 1e6,
+            type(model).__name__,
+            sum(p.numel() for p in model.parameters()) / 1e6,
             self.device,
             self.precision,
         )
-        self.objective = Objective(self.model, output_rows_multiple(self.device, self.precision))
+        objective = Objective(model, output_rows_multiple(self.device, self.precision))
         if self.tcfg.compile:
             # Batch sizes and lengths vary: one graph with symbolic shapes, not one per shape.
-            self.objective = torch.compile(self.objective, dynamic=True)
+            objective = torch.compile(objective, dynamic=True)
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.objective = nn.parallel.DistributedDataParallel(self.objective, device_ids=ids)
+            objective = nn.parallel.DistributedDataParallel(objective, device_ids=ids)
             torch.manual_seed(self.cfg.seed + distributed.rank())  # the same weights, each its own dropout
-        self.translator = TorchTranslator(
-            self.model, self.tokenizer, self.cfg.decoding, self.device, self.precision
-        )
-        self.valid = ValidSet.encode(self.tokenizer, *self.valid_lines, self.model.max_positions)
+        translator = TorchTranslator(model, tokenizer, self.cfg.decoding, self.device, self.precision)
+        return model, objective, translator
 
-    def setup_optimizer(self) -> None:
-        o = self.cfg.optim
+    def setup_optimizer(self, model: nn.Module, batches_per_epoch: int) -> tuple[Schedule, Optimization]:
+        """Adam, its learning-rate schedule (and the ``LambdaLR`` that applies it), the
+        gradient scaler of fp16, and the loss and clipping settings."""
+        o, t = self.cfg.optim, self.tcfg
         optimizer = torch.optim.Adam(
-            self.model.parameters(),
+            model.parameters(),
             lr=o.lr,
             betas=tuple(o.betas),
             eps=o.eps,
             weight_decay=o.weight_decay,
             fused=o.fused,
         )
-        self.schedule = Schedule(o.warmup_steps, o.decay)
-        t = self.tcfg
-        steps = [n for n in (t.max_steps, t.max_epochs * (self.batches_per_epoch // self.world)) if n]
+        schedule = Schedule(o.warmup_steps, o.decay)
+        steps = [n for n in (t.max_steps, t.max_epochs * (batches_per_epoch // self.world)) if n]
         if o.decay == "linear" and steps and min(steps) <= o.warmup_steps:
             log.warning(
                 "optim.warmup_steps=%d: the budget ends within the warmup, after %d steps, so the "
@@ -176,9 +214,9 @@ class Trainer:
                 o.warmup_steps,
                 min(steps),
             )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.schedule)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        self.opt = Optimization(optimizer, scheduler, scaler, o.label_smoothing, o.clip_norm)
+        return schedule, Optimization(optimizer, scheduler, scaler, o.label_smoothing, o.clip_norm)
 
     def resume(self, saved: Saved) -> None:
         """Continue from a checkpoint of this run directory, random state included."""
@@ -203,26 +241,23 @@ class Trainer:
     # ----- the loop ----------------------------------------------------------------------------
 
     def fit(self) -> Progress:
-        """Step until a budget is spent, the run diverges, or a signal asks to stop."""
+        """Step until a budget is spent, the run diverges, or a signal asks to stop; then one
+        line says why training stopped."""
         p, t = self.progress, self.tcfg
-        total = t.max_steps or (t.max_epochs * (self.batches_per_epoch // self.world)) or None
-        self.log = TrainingLog(self.run_dir, t.log_every, total, p.step, enabled=self.main, bar=t.progress)
+        total = t.max_steps or (t.max_epochs * (self.data.batches_per_epoch // self.world)) or None
+        self.report = TrainingLog(self.run_dir, t.log_every, total, p.step, enabled=self.main, bar=t.progress)
         self.clock = time.time() - p.elapsed  # the loop's time goes on from the saved run's
-        stop = self.budget()
-        if p.step and p.validated_step != p.step and (stop or p.step % t.eval_every == 0):
-            stop = self.validate_and_save() or self.budget()  # due when the saved run was stopped
-        elif stop:  # resumed by more processes than saved it, at the end of the last epoch
-            self.save(best=False)
+        self.catch_up()
         self.model.train()
         try:
-            stop = self.loop(stop)
+            self.loop()
         except Interrupted as second:  # a second signal: stop at once, keep the last checkpoint
-            stop = f"stopped at once by a second {second}; the last save is kept"
-        self.log.close()
+            self.stop = Stop.second_signal(str(second))
+        self.report.close()
         log.info(
             "stopped: %s at step %d; %.0f s in the training loop (all runs of this directory), "
             "%.0f s since this command started; best validation BLEU %.2f; checkpoints in %s",
-            stop,
+            self.stop.text,
             p.step,
             p.elapsed,
             time.time() - self.started,
@@ -231,42 +266,53 @@ class Trainer:
         )
         return p
 
-    def loop(self, stop: str | None) -> str:
-        """Epochs of steps, validations and saves, until ``stop`` gives the reason to end."""
+    def catch_up(self) -> None:
+        """Before the first step: read the budgets; after a resume, run the validation that
+        was due when the saved run stopped, or save a budget met already (resumed by more
+        processes than saved it, at the end of the last epoch)."""
+        p = self.progress
+        self.stop = self.budget()
+        if p.step and p.validated_step != p.step and (self.stop or p.step % self.tcfg.eval_every == 0):
+            self.validate_and_save()
+        elif self.stop:
+            self.save(best=False)
+
+    def loop(self) -> None:
+        """Epochs of steps, validations and saves, until ``self.stop`` says why to end."""
         p, t = self.progress, self.tcfg
-        while stop is None:
-            self.mark = time.perf_counter()
+        while self.stop is None:
+            began = time.perf_counter()  # a step's time includes loading its batch
             for batch in self.epoch_batches():
-                result = self.step(batch)
+                result = self.step(batch, began)
                 if result.stop or (self.world == 1 and self.stops.received):
-                    stop = self.save_on_signal()
+                    self.save_on_signal()
                     break
-                stop = self.budget()
-                if p.step % t.eval_every == 0 or stop:
-                    stop = self.validate_and_save() or self.budget()
+                self.stop = self.budget()
+                if p.step % t.eval_every == 0 or self.stop:
+                    self.validate_and_save()  # may stop: trainer.patience, or a signal meanwhile
                 elif t.save_every and p.step % t.save_every == 0:
                     self.save(best=False)
-                if stop:
+                if self.stop:
                     break
-                self.mark = time.perf_counter()  # the next step's time starts after validation or saving
-        return stop
+                began = time.perf_counter()  # not the validation's or the save's time
 
-    def step(self, batch: Batch) -> StepResult:
+    def step(self, batch: Batch, began: float) -> StepResult:
         """One update on ``batch`` (a signal waits until it is done), then the bookkeeping:
-        progress, the log, divergence, the epoch's end."""
+        progress, the report, divergence, the epoch's end. ``began``: the perf_counter()
+        time at which this step's time starts."""
         p = self.progress
+        self.schedule.spent = budget_fraction(p, self.tcfg, self.data.batches_per_epoch)  # for a linear decay
         stop = bool(self.stops.received)
         result = train_step(
             self.objective, batch.to(self.device), self.opt, self.device, self.precision, stop
         )
         p.step, p.batch_in_epoch = p.step + 1, p.batch_in_epoch + self.world
-        p.elapsed = time.time() - self.clock
+        p.elapsed = self.elapsed()
         if self.first_step is None:
             self.first_step = time.time() - self.started
             log.info("first step %.1f s after the start of this command", self.first_step)
-        now = time.perf_counter()
-        lr, seconds, self.mark = self.opt.scheduler.get_last_lr()[0], now - self.mark, now  # loading included
-        self.log.step(p.step, p.epoch, result.loss, result.tokens, seconds, lr, result.grad_norm)
+        seconds, lr = time.perf_counter() - began, self.opt.scheduler.get_last_lr()[0]
+        self.report.step(p.step, p.epoch, result.loss, result.tokens, seconds, lr, result.grad_norm)
         self.bad_steps = 0 if math.isfinite(result.loss) else self.bad_steps + 1
         if self.bad_steps:
             self.diverging()
@@ -276,9 +322,9 @@ class Trainer:
     def epoch_batches(self) -> DataLoader:
         """This process's batches of the current epoch that are not done yet, collated
         ahead of the step by ``trainer.num_workers`` processes (pinned for CUDA)."""
-        order = token_batches(*self.lengths, self.tcfg.max_tokens, self.cfg.seed, self.progress.epoch)
+        order = token_batches(*self.data.lengths, self.tcfg.max_tokens, self.cfg.seed, self.progress.epoch)
         return DataLoader(
-            self.pairs,
+            self.data.pairs,
             batch_sampler=distributed.shard(order, self.progress.batch_in_epoch),
             collate_fn=identity,
             num_workers=self.tcfg.num_workers,
@@ -290,17 +336,19 @@ class Trainer:
     def next_epoch_if_done(self) -> None:
         """Start the next epoch when fewer of this one's batches are left than processes."""
         p = self.progress
-        if p.batch_in_epoch + self.world > self.batches_per_epoch:
+        if p.batch_in_epoch + self.world > self.data.batches_per_epoch:
             p.epoch, p.batch_in_epoch = p.epoch + 1, 0
 
-    def budget(self) -> str | None:
-        """The budget spent, if any, by the main process's clock, which also tells the
-        schedule how much of it is spent (every process alike)."""
-        p = self.progress
-        if self.tcfg.max_time:
-            p = replace(p, elapsed=distributed.from_main(p.elapsed))
-        self.schedule.spent = budget_fraction(p, self.tcfg, self.batches_per_epoch)
-        return budget_spent(p, self.tcfg)
+    def elapsed(self) -> float:
+        """Seconds in the training loop, all runs of this directory; under ``trainer.max_time``
+        the main process's count on every process, so that all of them stop at the same step."""
+        seconds = time.time() - self.clock
+        return distributed.from_main(seconds) if self.tcfg.max_time else seconds
+
+    def budget(self) -> Stop | None:
+        """The budget (or ``trainer.patience``) the progress has reached, if any."""
+        key = budget_spent(self.progress, self.tcfg)
+        return Stop.budget(key) if key else None
 
     def diverging(self) -> None:
         """Warn about a skipped update; stop after ``trainer.max_bad_steps`` in a row."""
@@ -312,39 +360,44 @@ class Trainer:
                 f"or use trainer.precision=fp32 (the last good checkpoint is kept in {self.checkpointer.dir})"
             )
 
-    def validate_and_save(self) -> str | None:
-        """Validate (main process) and save; a signal during validation abandons it and
-        saves without it. Returns the reason to stop, if a signal gave one."""
-        p, improved, aborted = self.progress, False, False
-        if self.main:
-            self.log.flush()
-            try:
-                with self.stops.abortable():
-                    max_tokens = self.cfg.decoding.max_tokens
-                    result = validate(
-                        self.model, self.translator, self.valid, max_tokens, self.device, self.precision
-                    )
-                    self.log.samples(
-                        p.step, result, self.valid, self.model, self.tokenizer, self.device, self.tcfg.samples
-                    )
-            except Interrupted:
-                aborted = True
-            else:
-                improved = result.bleu > p.best_bleu
-                p.best_bleu, p.bad_evals = (result.bleu, 0) if improved else (p.best_bleu, p.bad_evals + 1)
-                p.validated_step = p.step
-                self.log.validation(p.step, result, p.best_bleu, improved, p.elapsed)
+    def validate_and_save(self) -> None:
+        """Validate (main process), save, and read the budgets again (``trainer.patience``);
+        a signal during validation abandons it and saves without it (``save_on_signal``)."""
+        p = self.progress
+        improved, aborted = self.validate_main() if self.main else (False, False)
         # Every process takes the main process's outcome, so that all of them stop alike.
         improved, aborted, p.best_bleu, p.bad_evals, p.validated_step = distributed.from_main(
             (improved, aborted, p.best_bleu, p.bad_evals, p.validated_step)
         )
         if aborted:
-            return self.save_on_signal()
+            self.save_on_signal()
+            return
         self.save(best=improved)
-        return None
+        self.stop = self.budget()
 
-    def save_on_signal(self) -> str:
-        """Save after SIGINT/SIGTERM and say how to resume."""
+    def validate_main(self) -> tuple[bool, bool]:
+        """Validate and report it (main process); returns whether the BLEU is the best so
+        far and whether a signal abandoned the validation."""
+        p, model, valid, device = self.progress, self.model, self.valid, self.device
+        self.report.flush()
+        try:
+            with self.stops.abortable():
+                result = validate(
+                    model, self.translator, valid, self.cfg.decoding.max_tokens, device, self.precision
+                )
+                self.report.samples(
+                    p.step, result, valid, model, self.data.tokenizer, device, self.tcfg.samples
+                )
+        except Interrupted:
+            return False, True
+        improved = result.bleu > p.best_bleu
+        p.best_bleu, p.bad_evals = (result.bleu, 0) if improved else (p.best_bleu, p.bad_evals + 1)
+        p.validated_step = p.step
+        self.report.validation(p.step, result, p.best_bleu, improved, p.elapsed)
+        return improved, False
+
+    def save_on_signal(self) -> None:
+        """Save after SIGINT/SIGTERM, say how to resume, and stop."""
         self.save(best=False)
         p, name = self.progress, self.stops.name or "a signal"
         log.info(
@@ -355,7 +408,7 @@ class Trainer:
             self.checkpointer.last,
             self.resume_command or "train again into this run directory",
         )
-        return f"stopped by {name}"
+        self.stop = Stop.signal(name)
 
     def save(self, best: bool) -> None:
         """Write a checkpoint (main process), whatever signals arrive meanwhile; every
@@ -364,17 +417,17 @@ class Trainer:
             rng = distributed.rng_states(self.device)
             if not self.main:
                 return
-            self.log.flush()
+            self.report.flush()
             opt = self.opt
             self.checkpointer.save(
-                data={"key": self.pairs.meta["key"], "pairs": len(self.pairs)},
+                data={"key": self.data.pairs.meta["key"], "pairs": len(self.data.pairs)},
                 model=self.model,
                 optimizer=opt.optimizer,
                 scheduler=opt.scheduler,
                 scaler=opt.scaler,
                 progress=asdict(self.progress),
                 rng=rng,
-                tokenizer=self.tokenizer,
+                tokenizer=self.data.tokenizer,
                 best=best,
             )
 
