@@ -61,16 +61,22 @@ def assert_same_state(a, b, atol=1e-6):
         torch.testing.assert_close(x, y, atol=atol, rtol=0)
 
 
+def first_and_stepped(model):
+    """The states to test a step from: (state, target ids, position of the next target token)
+    for the first state and for the state after one step (a non-empty cache)."""
+    src, lengths, tgt = toy()
+    first = model.init_state(model.encode(src, lengths))
+    _, stepped = model.step(tgt[:, 0], first)
+    return [(first, tgt, 0), (stepped, tgt, 1)]
+
+
 @pytest.mark.parametrize("name", BACKENDS)
 def test_reorder_then_step_equals_step_then_reorder(name):
     """Selecting rows (reordered, repeated, dropped) before a step gives the logits and
     the state of selecting them after it, from the first state and from a stepped one."""
     model = build(name)
-    src, lengths, tgt = toy()
     with torch.no_grad():
-        first = model.init_state(model.encode(src, lengths))
-        _, stepped = model.step(tgt[:, 0], first)
-        for state, t in ((first, 0), (stepped, 1)):
+        for state, tgt, t in first_and_stepped(model):
             for index in (torch.tensor([2, 0, 0, 1]), torch.tensor([1, 2])):
                 before, state_before = model.step(tgt[index, t], model.reorder_state(state, index))
                 after, state_after = model.step(tgt[:, t], state)
@@ -115,11 +121,8 @@ def test_step_leaves_its_input_state_unchanged(name):
     """Stepping from the first state and from a stepped one (a non-empty cache) leaves
     every tensor of it, and its layout, as it was."""
     model = build(name)
-    src, lengths, tgt = toy()
     with torch.no_grad():
-        first = model.init_state(model.encode(src, lengths))
-        _, stepped = model.step(tgt[:, 0], first)
-        for state, t in ((first, 0), (stepped, 1)):
+        for state, tgt, t in first_and_stepped(model):
             before = map_state(state, torch.clone)
             model.step(tgt[:, t], state)
             assert_same_state(state, before, atol=0)
