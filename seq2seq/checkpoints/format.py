@@ -118,7 +118,7 @@ def _upgrade(ckpt: dict) -> dict:
 def load_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint with ``weights_only=True``: tensors and plain data only,
     so a file that carries pickled code is refused and nothing is executed."""
-    import torch
+    import torch  # only where a file is read or written: the names above serve start-ups without it
 
     path = Path(path)
     if path.is_dir():

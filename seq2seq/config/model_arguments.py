@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import inspect
 
+from hydra.core.config_store import ConfigStore
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 # Set from the data by the trainer, never by a preset.
@@ -29,8 +31,6 @@ GROUP = "model_arguments"  # the ConfigStore group of the nodes
 def constructor_defaults(target: str) -> dict | None:
     """Every argument of the class ``target`` (a dotted path) that a preset may set, with its
     default, in the signature's order (``FROM_DATA`` left out); None when it cannot be imported."""
-    from hydra.utils import get_class
-
     try:
         cls = get_class(target)
     except Exception:  # noqa: BLE001 - the model check then reports the bad _target_
@@ -58,8 +58,6 @@ def with_constructor_defaults(model_cfg: DictConfig) -> DictConfig:
 def register_model_arguments(config_dir) -> None:
     """Store, for the class of each preset in ``config_dir/model``, the node
     ``model_arguments/<Class>``: its ``_target_`` and every argument with its default."""
-    from hydra.core.config_store import ConfigStore
-
     store = ConfigStore.instance()
     for path in sorted((config_dir / "model").glob("*.yaml")):
         target = OmegaConf.load(path).get("_target_")

@@ -13,6 +13,8 @@ import logging
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+
 from seq2seq.inference.heatmaps import attention_figures
 
 log = logging.getLogger("seq2seq.train")
@@ -103,8 +105,6 @@ class TrainingLog:
         for i in shown:
             text = f"src: {valid.src_lines[i]}  \nref: {valid.tgt_lines[i]}  \nhyp: {result.texts[i]}"
             self.writer.add_text(f"samples/{i}", text, step)
-        import matplotlib.pyplot as plt
-
         src_ids = [valid.src_ids[i] for i in shown]
         out_ids = [result.hypotheses[i].tokens for i in shown]
         model.eval()
