@@ -95,6 +95,24 @@ def run_cli(module: str, *args: str, cwd: Path, stdin: str | None = None, check:
     return proc
 
 
+def run_main(module: str, *args: str, monkeypatch, capsys):
+    """Run ``seq2seq.<module>.main()`` in this process with ``args`` as its command line, as
+    ``run_cli`` runs the command (for the many cheap cases of a test; one ``run_cli`` case
+    still checks the real process). Returns an object with returncode, stdout and stderr."""
+    import importlib
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(sys, "argv", [f"seq2seq.{module}", *args])
+    capsys.readouterr()  # what came before is not this command's
+    try:
+        importlib.import_module(f"seq2seq.{module}").main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    out, err = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+
 def last_losses(run: Path) -> dict[int, float]:
     """Step -> the last loss ``metrics.jsonl`` holds for it (a resumed run logs some steps twice)."""
     losses = {}

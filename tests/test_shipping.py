@@ -11,7 +11,7 @@ from seq2seq.config import compose
 from seq2seq.inference.torch_engine import TorchTranslator
 from seq2seq.models import Ensemble
 
-from .conftest import assert_one_error, run_cli, tiny_overrides
+from .conftest import assert_one_error, run_cli, run_main, tiny_overrides
 
 pytestmark = pytest.mark.slow  # every test uses the runs trained through the command line
 
@@ -68,7 +68,7 @@ def test_average_of_one_checkpoint_has_its_weights(runs):
     assert one.keys() == best.keys() and all(torch.equal(one[k], best[k]) for k in one)
 
 
-def test_average_refuses_bad_inputs(runs, tmp_path):
+def test_average_refuses_bad_inputs(runs, tmp_path, monkeypatch, capsys):
     folder = runs["transformer"] / "checkpoints"
     gru = runs["gru"] / "checkpoints" / "best.pt"
     other = runs["other_tokenizer"] / "checkpoints" / "best.pt"
@@ -84,8 +84,10 @@ def test_average_refuses_bad_inputs(runs, tmp_path):
         ([f"checkpoints={folder}", "last=2", f"output={tmp_path / 'avg.pt'}"], ["beside its inputs"]),
         (["last=-1", f"checkpoints={folder}"], ["last", "-1"]),
     ]
-    for args, fragments in cases:
-        assert_one_error(run_cli("average", *args, cwd=tmp_path, check=False), *fragments)
+    (args, fragments), *rest = cases
+    assert_one_error(run_cli("average", *args, cwd=tmp_path, check=False), *fragments)  # the real process
+    for args, fragments in rest:  # the same main(), in this process
+        assert_one_error(run_main("average", *args, monkeypatch=monkeypatch, capsys=capsys), *fragments)
     assert not (folder / "average.pt").exists()
 
 
