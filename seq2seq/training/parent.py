@@ -33,6 +33,7 @@ from seq2seq.checkpoints.loading import load_tokenizer
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.errors import UserError
 from seq2seq.inference.ctranslate2.format import is_export
+from seq2seq.models import DATA_ARGUMENTS
 
 log = logging.getLogger("seq2seq.train")
 
@@ -77,8 +78,8 @@ def kept_tokenizer(saved: Saved | None) -> Tokenizer | None:
 
 def architecture_keys(target: str) -> dict:
     """The constructor arguments of the model class ``target`` (a dotted path) that fix its
-    architecture, with their defaults: every argument with a default (the vocabulary sizes
-    have none) but the regularization rates (named ``*dropout``)."""
+    architecture, with their defaults: every argument but those set from the tokenizer
+    (``DATA_ARGUMENTS``) and the regularization rates (named ``*dropout``)."""
     from hydra.utils import get_class
 
     try:
@@ -86,9 +87,9 @@ def architecture_keys(target: str) -> dict:
     except Exception:  # noqa: BLE001 - not a class: nothing to compare but _target_
         return {}
     return {
-        name: p.default
+        name: None if p.default is inspect.Parameter.empty else p.default
         for name, p in inspect.signature(cls).parameters.items()
-        if not name.endswith(REGULARIZATION_SUFFIX) and p.default is not inspect.Parameter.empty
+        if name not in DATA_ARGUMENTS and not name.endswith(REGULARIZATION_SUFFIX)
     }
 
 
@@ -105,8 +106,6 @@ def check_parent(cfg, parent: Parent) -> None:
                 "fine-tune with the +model= preset it was trained with"
             )
         for key, default in architecture_keys(now["_target_"]).items():
-            if key not in now and key not in before:
-                continue  # set from the data (vocabulary sizes), not by the config
             mine, theirs = now.get(key, default), before.get(key, default)
             if mine != theirs:
                 raise UserError(
