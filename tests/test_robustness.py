@@ -24,7 +24,6 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import seq2seq.checkpoints.format
 import seq2seq.training.step
 import seq2seq.training.trainer
 from seq2seq import __version__
@@ -253,7 +252,7 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch,
     path = tmp_path / "last.pt"
     save_checkpoint(payload(1.0), path)
     before = path.read_bytes()
-    monkeypatch.setattr(seq2seq.checkpoints.format.torch, "save", write_half_then(crash))
+    monkeypatch.setattr(torch, "save", write_half_then(crash))
     with pytest.raises(type(crash)):
         save_checkpoint(payload(2.0), path)
     monkeypatch.undo()
@@ -269,7 +268,7 @@ def test_full_disk_is_one_error_and_keeps_the_previous_checkpoint(tmp_path, monk
     save_checkpoint(payload(1.0), path)
     before = path.read_bytes()
     full = OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(seq2seq.checkpoints.format.torch, "save", write_half_then(full))
+    monkeypatch.setattr(torch, "save", write_half_then(full))
     with pytest.raises(UserError) as caught:
         save_checkpoint(payload(2.0), path)
     message = str(caught.value)
