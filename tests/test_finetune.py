@@ -226,6 +226,16 @@ def test_a_fine_tune_of_a_fine_tune_keeps_the_whole_lineage(parents, tiny_corpus
         f"<- {first.resolve()} (sha256 {file_sha256(first)[:12]}, step 0) <- {parent.resolve()}" in lineage[0]
     )
 
+    pytest.importorskip("ctranslate2")  # an export keeps the lineage of its checkpoint
+    from seq2seq.cli.loading import lineages
+    from seq2seq.export import export
+
+    second = tmp_path / "b" / "checkpoints" / "best.pt"
+    export(compose("export", [f"checkpoint={second}", f"output={tmp_path / 'ct2'}"]))
+    chain = lineages(str(second))[str(second)]
+    assert [entry["path"] for entry in chain] == [str(first.resolve()), str(parent.resolve())]
+    assert lineages(str(tmp_path / "ct2")) == {str(tmp_path / "ct2"): chain}
+
 
 @pytest.mark.slow
 def test_a_fine_tune_resumes_from_its_own_last_checkpoint(parents, tiny_corpus, tmp_path):
