@@ -303,3 +303,29 @@ def test_init_from_into_a_run_that_did_not_start_from_it_is_refused(tiny_corpus,
     )  # fmt: skip
     assert_one_error(proc, "did not start from a checkpoint", "new hydra.run.dir", "drop trainer.init_from")
     assert (tmp_path / "run/checkpoints/last.pt").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_a_resumed_fine_tune_reads_no_parent(parents, tiny_corpus, tmp_path):
+    """Once a fine-tune has saved, trainer.init_from is not read again: naming another file
+    is a warning, and a command line without it resumes the run too."""
+    parent = parents["transformer"]
+    run = tmp_path / "ft"
+    fine_tune(tiny_corpus, "transformer", parent, run, "trainer.max_steps=1")
+    elsewhere = tmp_path / "moved.pt"
+    shutil.move(parent, elsewhere)  # the parent is gone from where the run found it
+    try:
+        other = fine_tune(tiny_corpus, "transformer", elsewhere, run, "trainer.max_steps=2")
+        assert "is read only when a run starts" in other.stderr and "at step 1" in other.stderr, other.stderr
+        args = [
+            *tiny_overrides(tiny_corpus),
+            "data.train_lines=200",
+            "trainer.samples=0",
+            "trainer.max_steps=3",
+        ]
+        plain = run_cli("train", *args, f"hydra.run.dir={run}", cwd=tmp_path)
+        assert "resuming from" in plain.stderr and "at step 2" in plain.stderr, plain.stderr
+    finally:
+        shutil.move(elsewhere, parent)
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ckpt["progress"]["step"] == 3 and ckpt["parent"]["path"] == str(parent.resolve())
