@@ -2,9 +2,9 @@
 
 The mean of the weights of the N newest ``step_<N>.pt`` of a run (kept by
 ``trainer.keep_last``), or of ``inputs=a.pt,b.pt,...``, written atomically as one
-checkpoint that ``evaluate`` and ``translate`` take like any other. The inputs must be
-one model with one tokenizer. The result keeps the run's tokenizer reference, so it
-belongs in a run directory's ``checkpoints/`` folder, beside the tokenizer it names.
+checkpoint that ``evaluate``, ``translate``, ``export`` and ``trainer.init_from`` take like
+any other. The inputs must be one model with one tokenizer. The result carries that
+tokenizer, so it may be written anywhere (``output=``).
 """
 
 from __future__ import annotations
@@ -52,11 +52,6 @@ def choose(cfg) -> tuple[list[Path], Path]:
     output = Path(cfg.output) if cfg.output else default
     if output.resolve() in {p.resolve() for p in paths} or output.name == LAST:
         raise UserError(f"output={output}: would overwrite a checkpoint of the run; give another name")
-    if output.parent.resolve() != paths[0].parent.resolve():
-        raise UserError(
-            f"output={output}: put it beside its inputs, in {paths[0].parent}, where the tokenizer "
-            "they name is found"
-        )
     check_output_file(str(output), "output")
     return paths, output
 

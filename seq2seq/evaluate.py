@@ -3,7 +3,9 @@ ensemble, ``checkpoint=a.pt,b.pt``).
 
 Translates the test split the model was trained with (or ``src=FILE
 ref=FILE``), prints BLEU and chrF with their signatures, and writes the
-hypotheses and a metrics JSON next to the checkpoint (or into ``output=DIR``).
+hypotheses and a metrics JSON next to the checkpoint (or into ``output=DIR``). A line
+(and the JSON's ``lineage``) says where the weights come from: the checkpoints a
+fine-tune started from (``trainer.init_from``), nearest first.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from pathlib import Path
 
 from sacrebleu.metrics import BLEU, CHRF
 
+from seq2seq.checkpoints.lineage import describe
 from seq2seq.cli.files import checkpoint_paths
-from seq2seq.cli.loading import make_translator
+from seq2seq.cli.loading import lineages, make_translator
 from seq2seq.cli.runner import run
 from seq2seq.data.reading import read_lines
 from seq2seq.errors import UserError
@@ -60,6 +63,7 @@ def evaluate(cfg) -> dict:
         sentences=len(sources),
         decoding=dict(cfg.decoding),
         seconds=round(seconds, 1),
+        lineage=lineages(cfg.checkpoint),
     )
     checkpoints = [Path(p) for p in checkpoint_paths(cfg.checkpoint)]  # an ensemble: several
     out_dir = Path(cfg.output) if cfg.output else checkpoints[0].parent
@@ -70,6 +74,8 @@ def evaluate(cfg) -> dict:
     print(f"BLEU = {metrics['bleu']:.2f}  {metrics['bleu_signature']}")
     print(f"chrF = {metrics['chrf']:.2f}  {metrics['chrf_signature']}")
     print(metrics["bleu_detail"])
+    for path, chain in metrics["lineage"].items():
+        print(describe(path, chain))
     log.info(
         "%d sentences in %.1f s; hypotheses and metrics in %s/%s.*", len(sources), seconds, out_dir, stem
     )

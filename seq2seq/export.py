@@ -33,7 +33,7 @@ def check_target(output: Path) -> None:
 def export(cfg) -> Path:
     """Write the checkpoint ``cfg`` names as a CTranslate2 export; returns its folder."""
     # torch loads here, once the config is checked: --help and a mistake answer at once.
-    from seq2seq.checkpoints.loading import load_model
+    from seq2seq.checkpoints.loading import load_model_and_checkpoint
     from seq2seq.inference.ctranslate2.convert import write_export
 
     paths = checkpoint_paths(cfg.checkpoint)
@@ -46,11 +46,13 @@ def export(cfg) -> Path:
     output = Path(cfg.output)
     check_target(output)
     require_ctranslate2()
-    model, tokenizer, config = load_model(paths[0])
+    model, tokenizer, ckpt = load_model_and_checkpoint(paths[0])
+    config = ckpt["config"]
     pairs = training_pairs(config, cfg.vmap_lines) if cfg.vmap else None  # before the conversion
     partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
     try:
-        write_export(model, tokenizer, config, partial, cfg.quantization, Path(paths[0]).resolve())
+        source = Path(paths[0]).resolve()
+        write_export(model, tokenizer, config, partial, cfg.quantization, source, ckpt.get("parent"))
         if pairs is not None:
             write_vmap(tokenizer, pairs, partial, cfg.vmap_per_piece, cfg.vmap_common)
             print(f"vocabulary map: learnt from {len(pairs[0])} training pairs ({VMAP_FILE})")

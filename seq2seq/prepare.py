@@ -3,8 +3,8 @@
 Takes the same ``data.*`` settings and overrides as ``python -m seq2seq.train`` (no
 model needed) and does what training would do first: encode the training split once
 into the memory-mapped form of ``seq2seq/data/indexed.py``, in the cache that training
-then finds. Useful on a CPU machine before a GPU job. Prints where the result is and
-its counts.
+then finds (with ``trainer.init_from``, with that checkpoint's tokenizer, as a fine-tune
+does). Useful on a CPU machine before a GPU job. Prints where the result is and its counts.
 """
 
 from __future__ import annotations
@@ -32,9 +32,16 @@ def prepare_corpus(cfg) -> str:
     from seq2seq.data.preparation import cache_folder, corpus_key, prepare
 
     start = time.time()
-    key = corpus_key(cfg.data)
+    tokenizer = None
+    if cfg.trainer.init_from:  # a fine-tune's data: encoded with its parent's tokenizer
+        from seq2seq.training.parent import check_parent, load_parent
+
+        parent = load_parent(cfg.trainer.init_from)
+        check_parent(cfg, parent)
+        tokenizer = parent.tokenizer
+    key = corpus_key(cfg.data, tokenizer)
     found = (cache_folder(cfg.data, key[0]) / "meta.json").is_file()
-    folder = prepare(cfg.data, key=key)
+    folder = prepare(cfg.data, key=key, tokenizer=tokenizer)
     meta = IndexedPairs(folder).meta
     return (
         f"{'found' if found else 'prepared'}: {folder}\n"

@@ -115,9 +115,11 @@ def _already_complete(cfg: DictConfig, run_dir: Path | None) -> str | None:
     so (checked before Hydra writes anything into that directory)."""
     if run_dir is None or not (run_dir / CHECKPOINTS / LAST).is_file():
         return None
+    from seq2seq.training.parent import kept_tokenizer  # torch: only for a run directory with a checkpoint
+
     checkpointer = Checkpointer(run_dir, OmegaConf.to_container(cfg, resolve=True))
     saved = checkpointer.previous()
-    checkpointer.check_data(saved, corpus_key(cfg.data)[0])
+    checkpointer.check_data(saved, corpus_key(cfg.data, kept_tokenizer(saved))[0])
     done = completed(saved, cfg.trainer)
     return f"{done}; nothing changed" if done else None
 

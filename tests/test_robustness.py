@@ -24,7 +24,6 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import seq2seq.checkpoints.format
 import seq2seq.training.step
 import seq2seq.training.trainer
 from seq2seq import __version__
@@ -474,7 +473,9 @@ def test_resuming_on_changed_training_data_is_refused(run_copy, tiny_corpus, tmp
 
 @pytest.mark.slow
 def test_tokenizer_replaced_by_another_model(run_copy, tiny_corpus, tmp_path):
-    """Another SentencePiece model in the run's tokenizer/: refused by the hash check."""
+    """Another SentencePiece model in the run's tokenizer/ does not reach a checkpoint, which
+    carries its own; one whose carried model was altered is refused by the hash check.
+    (A format-2 checkpoint reads its run's tokenizer/: test_compatibility.py checks that.)"""
     lines = [line.strip() for line in head(tiny_corpus["train.de"], 200)]
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(lines),
@@ -483,17 +484,31 @@ def test_tokenizer_replaced_by_another_model(run_copy, tiny_corpus, tmp_path):
         minloglevel=2,
         num_threads=1,
     )
+    before = run_cli(
+        "translate", "checkpoint=run/checkpoints/last.pt", cwd=run_copy.parent, stdin="Ein Hund.\n"
+    )
     shutil.copyfile(tmp_path / "other.model", run_copy / "tokenizer/spm.model")
-    proc = run_cli("evaluate", "checkpoint=run/checkpoints/last.pt", cwd=run_copy.parent, check=False)
-    assert_one_error(proc, "spm.model", "hash differs")
+    after = run_cli(
+        "translate", "checkpoint=run/checkpoints/last.pt", cwd=run_copy.parent, stdin="Ein Hund.\n"
+    )
+    assert after.stdout == before.stdout
+
+    ckpt = torch.load(run_copy / "checkpoints/last.pt", weights_only=True)
+    model = ckpt["tokenizer"]["models"]["src"]  # joint: the target's too
+    model[len(model) // 2] ^= 1
+    torch.save(ckpt, run_copy / "checkpoints/altered.pt")
+    proc = run_cli("evaluate", "checkpoint=run/checkpoints/altered.pt", cwd=run_copy.parent, check=False)
+    assert_one_error(proc, "altered.pt", "spm.model", "does not match its hash")
 
 
 @pytest.mark.slow
-def test_tokenizer_missing(run_copy):
-    """The run's tokenizer deleted: the message names the missing file."""
-    (run_copy / "tokenizer/spm.model").unlink()
-    proc = run_cli("evaluate", "checkpoint=run/checkpoints/last.pt", cwd=run_copy.parent, check=False)
-    assert_one_error(proc, str(run_copy / "tokenizer/spm.model"), "missing")
+def test_tokenizer_folder_missing(run_copy):
+    """The run's tokenizer/ deleted: its checkpoints still translate, with the tokenizer they carry."""
+    shutil.rmtree(run_copy / "tokenizer")
+    proc = run_cli(
+        "translate", "checkpoint=run/checkpoints/last.pt", cwd=run_copy.parent, stdin="Ein Hund.\n"
+    )
+    assert proc.stdout.count("\n") == 1
 
 
 @pytest.mark.slow

@@ -81,7 +81,7 @@ def test_average_refuses_bad_inputs(runs, tmp_path, monkeypatch, capsys):
         ([f"inputs={folder / 'best.pt'},{other}"], ["different tokenizers", str(other)]),
         ([f"inputs={folder / 'best.pt'},{folder / 'missing.pt'}"], ["missing.pt", "no such checkpoint"]),
         ([f"checkpoints={folder}", "last=2", f"output={folder / 'last.pt'}"], ["would overwrite"]),
-        ([f"checkpoints={folder}", "last=2", f"output={tmp_path / 'avg.pt'}"], ["beside its inputs"]),
+        ([f"checkpoints={folder}", "last=2", f"output={tmp_path / 'no' / 'avg.pt'}"], ["does not exist"]),
         (["last=-1", f"checkpoints={folder}"], ["last", "-1"]),
     ]
     (args, fragments), *rest = cases
@@ -89,6 +89,18 @@ def test_average_refuses_bad_inputs(runs, tmp_path, monkeypatch, capsys):
     for args, fragments in rest:  # the same main(), in this process
         assert_one_error(run_main("average", *args, monkeypatch=monkeypatch, capsys=capsys), *fragments)
     assert not (folder / "average.pt").exists()
+
+
+def test_average_may_be_written_anywhere(runs, tmp_path):
+    """The average carries its tokenizer: written outside the run, it translates alone."""
+    folder = runs["transformer"] / "checkpoints"
+    out = tmp_path / "elsewhere" / "avg.pt"
+    out.parent.mkdir()
+    run_cli("average", f"checkpoints={folder}", "last=2", f"output={out}", cwd=tmp_path)
+    avg, best = load_checkpoint(out), load_checkpoint(folder / "best.pt")
+    assert avg["tokenizer"]["sha256"] == best["tokenizer"]["sha256"] and "models" in avg["tokenizer"]
+    translated = run_cli("translate", f"checkpoint={out}", cwd=tmp_path, stdin="\n".join(SOURCES) + "\n")
+    assert len(translated.stdout.splitlines()) == len(SOURCES)
 
 
 def test_one_model_ensemble_decodes_exactly_like_the_model(runs):

@@ -12,6 +12,7 @@ from seq2seq.checkpoints.format import (
     CHECKPOINTS,
     FORMAT,
     LAST,
+    carry_tokenizer,
     link_checkpoint,
     load_checkpoint,
     save_checkpoint,
@@ -47,10 +48,12 @@ class Checkpointer:
         self.run_dir, self.config, self.keep_last = run_dir, config, keep_last
         self.dir = run_dir / CHECKPOINTS
         self.last = self.dir / LAST
+        self.parent: dict | None = None  # the record of the checkpoint the run started from (lineage.py)
 
     def previous(self) -> Saved | None:
         """The run directory's ``last.pt``, checked to belong to the same model and data
-        (other optimiser settings are allowed and logged); None in a new run directory."""
+        (other optimiser settings are allowed and logged) and, with ``trainer.init_from``, to
+        be a fine-tune; None in a new run directory."""
         if not self.last.exists():
             return None
         ckpt = load_checkpoint(self.last)
@@ -58,6 +61,21 @@ class Checkpointer:
             raise UserError(
                 f"{self.last} was trained with other model.* settings; train into a new "
                 f"hydra.run.dir or use the same settings to resume"
+            )
+        init_from = self.config.get("trainer", {}).get("init_from")
+        if init_from and not ckpt.get("parent"):
+            raise UserError(
+                f"{self.last}: this run directory holds a run that did not start from a checkpoint, so "
+                f"trainer.init_from={init_from} cannot apply; fine-tune into a new hydra.run.dir, or drop "
+                "trainer.init_from to resume the run"
+            )
+        if ckpt.get("parent") and init_from and str(Path(init_from).resolve()) != ckpt["parent"]["path"]:
+            log.warning(
+                "trainer.init_from=%s is read only when a run starts; %s resumes from its own last.pt "
+                "(it started from %s)",
+                init_from,
+                self.run_dir,
+                ckpt["parent"]["path"],
             )
         for group in ("optim", "data"):  # allowed, but said (the training data are checked by content)
             saved, now = ckpt["config"][group], self.config[group]
@@ -105,13 +123,14 @@ class Checkpointer:
             "version": __version__,
             "model": model.state_dict(),
             "config": self.config,
-            "tokenizer": tokenizer_reference(tokenizer, self.run_dir),
+            "tokenizer": carry_tokenizer(tokenizer_reference(tokenizer, self.run_dir), tokenizer),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(),
             "progress": progress,
             "rng": rng,
             "data": data,
+            "parent": self.parent,
         }
         save_checkpoint(payload, self.last)
         if best:

@@ -2,7 +2,8 @@
 
 A run directory (``hydra.run.dir``) holds, besides Hydra's files:
 
-    tokenizer/     TOKENIZER: the SentencePiece model(s) its checkpoints refer to
+    tokenizer/     TOKENIZER: the SentencePiece model(s) its checkpoints refer to (and,
+                   since format 3, carry: a checkpoint then loads without it)
     checkpoints/   CHECKPOINTS: last.pt, best.pt, and step_<N>.pt (``step_name``,
                    listed in step order by ``step_checkpoints``) when trainer.keep_last > 0
 
@@ -15,12 +16,19 @@ loads with ``weights_only=True``:
     version     the seq2seq version that wrote it
     model       the model's state_dict
     config      the run's resolved config as a plain dict (``config["model"]`` rebuilds the model)
-    tokenizer   {"files": {"src": path, "tgt": path}, "sha256": {...}}, paths relative to the run directory
+    tokenizer   {"files": {"src": path, "tgt": path}, "sha256": {...}, "models": {"src": ..., "tgt": ...}}:
+                the files relative to the run directory, their hashes, and (format 3) the
+                SentencePiece models themselves as uint8 tensors (one tensor when joint), so that
+                a checkpoint needs nothing beside it (``carry_tokenizer``); a format-2
+                checkpoint has no "models" and reads its run directory's files
     optimizer, scheduler, scaler   their state_dicts (training checkpoints)
     progress    the trainer's ``Progress`` as a dict
     rng         one random state per training process, in rank order: {"torch": ..., "cuda": ...}
     data        {"key": the prepared corpus it trained on (``seq2seq/data/preparation.py``), "pairs": N}
     averaged    the checkpoints whose mean it holds (``averaging.py``; no training state then)
+    parent      (format 3) the checkpoint its run started from (``trainer.init_from``) as
+                {"path", "sha256", "step", "parent": the parent's own parent}, or None
+                (``lineage.py``)
 
 Writes are atomic (a temporary file renamed over the old one).
 """
@@ -37,7 +45,7 @@ from pathlib import Path
 from seq2seq import __version__
 from seq2seq.errors import UserError
 
-FORMAT = 2  # bumped when the layout changes; _upgrade reads the older ones
+FORMAT = 3  # bumped when the layout changes; _upgrade reads the older ones (1 and 2)
 
 CHECKPOINTS = "checkpoints"  # a run directory's folder of checkpoints
 TOKENIZER = "tokenizer"  # a run directory's (and an export's) folder of SentencePiece models
@@ -112,7 +120,32 @@ def _upgrade(ckpt: dict) -> dict:
         if isinstance(rng, dict):  # format 1: process 0's state, the others' under "processes"
             ckpt["rng"] = rng.get("processes", [{"torch": rng["torch"], "cuda": rng.get("cuda")}])
         ckpt["format"] = 2
+    if ckpt.get("format") == 2:  # format 3 added the tokenizer's models and the parent, both optional on load
+        ckpt.setdefault("parent", None)
+        ckpt["format"] = 3
     return ckpt
+
+
+def carry_tokenizer(reference: dict, tokenizer) -> dict:
+    """A checkpoint's ``tokenizer`` entry: ``reference`` (files and hashes, as
+    ``tokenizer_reference`` makes it) with the models' bytes added as uint8 tensors (one
+    shared tensor when joint, saved once), which ``weights_only`` loading accepts."""
+    import torch
+
+    tensors: dict[str, torch.Tensor] = {}
+    for role in ("src", "tgt"):
+        name = tokenizer.names[role]
+        if name not in tensors:
+            tensors[name] = torch.frombuffer(bytearray(tokenizer.models[role]), dtype=torch.uint8)
+    return {**reference, "models": {role: tensors[tokenizer.names[role]] for role in ("src", "tgt")}}
+
+
+def carried_models(entry: dict) -> dict[str, bytes] | None:
+    """The models' bytes a checkpoint's ``tokenizer`` entry carries (format 3), or None."""
+    models = entry.get("models")
+    if models is None:
+        return None
+    return {role: bytes(t.numpy().tobytes()) for role, t in models.items()}
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -137,7 +170,7 @@ def load_checkpoint(path: str | Path) -> dict:
         raise UserError(f"{path}: not a seq2seq checkpoint, or a truncated one") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise UserError(f"{path}: not a seq2seq checkpoint (no model or config inside)")
-    if ckpt.get("format") not in (1, FORMAT):
+    if ckpt.get("format") not in (1, 2, FORMAT):
         raise UserError(
             f"{path}: checkpoint format {ckpt.get('format')} (seq2seq {ckpt.get('version', '?')}) "
             f"cannot be read by seq2seq {__version__}, which reads format {FORMAT} (and older ones)"

@@ -3,6 +3,8 @@ on the engine that ``engine=`` names (``auto``: CTranslate2 for an export, else 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from seq2seq.cli.files import checkpoint_paths, refuse_exports
 from seq2seq.errors import UserError
 from seq2seq.inference.ctranslate2.format import is_export
@@ -37,3 +39,22 @@ def make_translator(cfg):
     precision = pick_precision(cfg.precision, device, "precision", train=False)
     model, tokenizer, train_cfg = load_models(paths, device)
     return TorchTranslator(model, tokenizer, cfg.decoding, device, precision), train_cfg
+
+
+def lineages(value: str) -> dict[str, list[dict]]:
+    """For each checkpoint (or export) of ``checkpoint=``, the chain of parents its weights
+    were fine-tuned from, nearest first (``checkpoints/lineage.py``); [] for a model trained
+    from random weights. An export's is its checkpoint's, read without torch."""
+    from seq2seq.checkpoints.lineage import ancestors
+    from seq2seq.inference.ctranslate2.format import read_export
+
+    found = {}
+    for path in checkpoint_paths(value):
+        if is_export(path):
+            parent = read_export(Path(path)).get("parent")
+        else:
+            from seq2seq.checkpoints.format import load_checkpoint  # torch: checkpoints only
+
+            parent = load_checkpoint(path).get("parent")
+        found[path] = ancestors(parent)
+    return found

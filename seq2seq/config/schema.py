@@ -97,6 +97,12 @@ class OptimConfig:
 
 @dataclass
 class TrainerConfig:
+    init_from: str | None = setting(
+        None,
+        "fine-tune: start a new run from this checkpoint's weights and tokenizer, with a fresh "
+        "optimiser, schedule, progress and best score (model.* must equal its settings but for "
+        "dropout rates; data.tokenizer.* must agree with its tokenizer)",
+    )
     max_steps: int = setting(0, "stop after this many steps (0: no limit)", AT_LEAST_0)
     max_epochs: int = setting(30, "stop after this many epochs (0: no limit)", AT_LEAST_0)
     max_time: float = setting(

@@ -4,17 +4,18 @@
 ``seq2seq/data/indexed.py``), making it on the first call for these files and settings:
 
 1. Key. The sha256 of both training files and the settings that shape the result
-   (tokenizer, ``data.max_len``, ``data.train_lines``) name the folder in
-   ``data.cache_dir``. A changed file or setting gets a new folder; an unchanged one is
-   found and used as it is. A file's digest is remembered in ``data.cache_dir/digests``
-   with its size, modification time and inode, so a start reads it again only after it
-   changed.
+   (tokenizer, ``data.max_len``, ``data.train_lines``; with a given tokenizer, a
+   fine-tune's, its models' sha256 too) name the folder in ``data.cache_dir``. A
+   changed file or setting gets a new folder; an unchanged one is found and used as it
+   is. A file's digest is remembered in ``data.cache_dir/digests`` with its size,
+   modification time and inode, so a start reads it again only after it changed.
 2. Scan. Both files are read line by line (plain or gzip), never whole, in step: their
    line counts must agree, every line must be UTF-8 (the file and line of the first that
    is not are named), and the corpus must not be empty. Meanwhile a uniform random
    sample of at most ``data.tokenizer.sample_size`` sentences is drawn (reservoir
    sampling, with a fixed seed, so the same corpus gives the same sample).
-3. Tokenizer. SentencePiece is trained on that sample.
+3. Tokenizer. SentencePiece is trained on that sample, unless a tokenizer is given (a
+   fine-tune keeps its parent's, ``trainer.init_from``): its models are used as they are.
 4. Encode. The files are read again in chunks that ``data.num_workers`` processes encode
    in parallel; pairs longer than ``data.max_len`` pieces are left out and counted; the
    ids are appended to the flat files, then the index is written.
@@ -122,10 +123,11 @@ def file_digest(path: Path, memo_dir: Path | None = None) -> str:
     return digest
 
 
-def settings_of(data_cfg) -> dict:
-    """The settings that shape a prepared folder (the file contents aside)."""
+def settings_of(data_cfg, tokenizer: Tokenizer | None = None) -> dict:
+    """The settings that shape a prepared folder (the file contents aside); with
+    ``tokenizer`` (a given one, not trained on the corpus), its models' sha256 too."""
     tok = data_cfg.tokenizer
-    return {
+    settings = {
         "format": FORMAT,
         "max_len": data_cfg.max_len,
         "train_lines": data_cfg.train_lines,
@@ -135,10 +137,14 @@ def settings_of(data_cfg) -> dict:
         "character_coverage": tok.character_coverage,
         "sample_size": tok.sample_size,
     }
+    if tokenizer is not None:
+        settings["tokenizer_sha256"] = tokenizer.sha256
+    return settings
 
 
-def corpus_key(data_cfg) -> tuple[str, dict]:
-    """The cache key of the training split under ``data_cfg``, and what it was made of."""
+def corpus_key(data_cfg, tokenizer: Tokenizer | None = None) -> tuple[str, dict]:
+    """The cache key of the training split under ``data_cfg`` (encoded with ``tokenizer``, or
+    with one trained on it when None), and what it was made of."""
     files = {}
     for side in ("src", "tgt"):
         path = Path(data_cfg.train[side])
@@ -146,7 +152,7 @@ def corpus_key(data_cfg) -> tuple[str, dict]:
             raise UserError(f"{path}: no such file; check data.train.{side}")
         digest = file_digest(path, Path(data_cfg.cache_dir).expanduser() / "digests")
         files[side] = {"path": str(path), "sha256": digest, "bytes": path.stat().st_size}
-    made_of = {"files": files, "settings": settings_of(data_cfg)}
+    made_of = {"files": files, "settings": settings_of(data_cfg, tokenizer)}
     content = [
         files["src"]["sha256"],
         files["tgt"]["sha256"],
@@ -279,15 +285,18 @@ def _clear_stale(cache_dir: Path, key: str) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def prepare(data_cfg, workers: int = 0, key: tuple[str, dict] | None = None) -> Path:
+def prepare(
+    data_cfg, workers: int = 0, key: tuple[str, dict] | None = None, tokenizer: Tokenizer | None = None
+) -> Path:
     """The prepared folder of ``data_cfg``'s training split, made unless the cache has it.
 
     Args:
         data_cfg: the ``data`` config (``data.train``, ``data.tokenizer``, ``data.max_len``, ...).
         workers: encoding processes (0: ``data.num_workers``, whose 0 is one per core).
-        key: ``corpus_key(data_cfg)``, when the caller has it already.
+        key: ``corpus_key(data_cfg, tokenizer)``, when the caller has it already.
+        tokenizer: encode with this tokenizer (a fine-tune's parent's) instead of training one.
     """
-    key, made_of = key or corpus_key(data_cfg)
+    key, made_of = key or corpus_key(data_cfg, tokenizer)
     folder = cache_folder(data_cfg, key)
     if (folder / "meta.json").is_file():
         return folder
@@ -301,7 +310,7 @@ def prepare(data_cfg, workers: int = 0, key: tuple[str, dict] | None = None) -> 
     start = time.time()
     try:
         log.info("prepare: %s and %s -> %s", data_cfg.train.src, data_cfg.train.tgt, folder)
-        meta = {**made_of, "key": key, **_build(data_cfg, tmp, workers)}
+        meta = {**made_of, "key": key, **_build(data_cfg, tmp, workers, tokenizer)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         try:
             tmp.rename(folder)
@@ -320,21 +329,31 @@ def prepare(data_cfg, workers: int = 0, key: tuple[str, dict] | None = None) -> 
     return folder
 
 
-def _build(data_cfg, tmp: Path, workers: int) -> dict:
-    """Scan, train the tokenizer and encode into ``tmp``; what ``meta.json`` records of it."""
+def _build(data_cfg, tmp: Path, workers: int, given: Tokenizer | None = None) -> dict:
+    """Scan, train the tokenizer (or write the ``given`` one) and encode into ``tmp``; what
+    ``meta.json`` records of it."""
     start = time.time()
     lines, sample_src, sample_tgt = _sample(data_cfg)
     scanned = time.time()
     tok = data_cfg.tokenizer
-    sampled = len(sample_src) * (2 if tok.joint else 1)
-    log.info("prepare: %d pairs; SentencePiece on a sample of %d sentences", lines, sampled)
-    settings = (tok.vocab_size, tok.model_type, tok.character_coverage, workers)
-    names = model_names(tok.joint)
-    if tok.joint:
-        train_sentencepiece(sample_src + sample_tgt, *settings, tmp / names[0])
+    if given is not None:
+        sampled = 0
+        names = model_names(given.joint)
+        log.info(
+            "prepare: %d pairs; the given tokenizer (%s)", lines, ", ".join(sorted(set(given.names.values())))
+        )
+        (tmp / names[0]).write_bytes(given.models["src"])
+        (tmp / names[-1]).write_bytes(given.models["tgt"])
     else:
-        train_sentencepiece(sample_src, *settings, tmp / names[0])
-        train_sentencepiece(sample_tgt, *settings, tmp / names[1])
+        sampled = len(sample_src) * (2 if tok.joint else 1)
+        log.info("prepare: %d pairs; SentencePiece on a sample of %d sentences", lines, sampled)
+        settings = (tok.vocab_size, tok.model_type, tok.character_coverage, workers)
+        names = model_names(tok.joint)
+        if tok.joint:
+            train_sentencepiece(sample_src + sample_tgt, *settings, tmp / names[0])
+        else:
+            train_sentencepiece(sample_src, *settings, tmp / names[0])
+            train_sentencepiece(sample_tgt, *settings, tmp / names[1])
     trained = time.time()
     tokenizer = Tokenizer(tmp / names[0], tmp / names[-1])
     kept, dropped = _encode_all(data_cfg, tmp, tokenizer, workers, lines)

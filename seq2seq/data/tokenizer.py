@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import shutil
 from pathlib import Path
 
 import sentencepiece as spm
@@ -32,23 +31,62 @@ def file_sha256(path: str | Path) -> str:
 
 
 class Tokenizer:
-    """Source and target SentencePiece models (the same object when joint)."""
+    """Source and target SentencePiece models (the same object when joint), read from files
+    (``Tokenizer(src_file, tgt_file)``) or from the bytes a checkpoint carries (``from_bytes``).
+
+    ``models`` holds each side's serialized model (``"src"``, ``"tgt"``: bytes, the same when
+    joint) and ``names`` its file name (``spm.model``, or ``src.model`` and ``tgt.model``), so
+    that either kind can be written out again (``copy_to``); ``src_path``/``tgt_path`` are the
+    files it was read from (None for one read from bytes).
+    """
 
     def __init__(self, src_model: str | Path, tgt_model: str | Path):
         self.src_path, self.tgt_path = Path(src_model), Path(tgt_model)
-        self.src = self._load(self.src_path)
-        self.tgt = self.src if self.src_path == self.tgt_path else self._load(self.tgt_path)
+        paths = {"src": self.src_path, "tgt": self.tgt_path}
+        models = {role: self._read(path) for role, path in paths.items()}
+        self._setup(models, {role: path.name for role, path in paths.items()}, paths)
+
+    @classmethod
+    def from_bytes(
+        cls, models: dict[str, bytes], names: dict[str, str], sha256: dict[str, str], owner
+    ) -> Tokenizer:
+        """The tokenizer of serialized models (``{"src": bytes, "tgt": bytes}``, joint when both
+        ``names`` are one file), checked against their ``sha256``; errors name ``owner``."""
+        for role, data in models.items():
+            if hashlib.sha256(data).hexdigest() != sha256[role]:
+                raise UserError(
+                    f"{owner}: the tokenizer it carries ({names[role]}) does not match its hash; "
+                    "the file is damaged, copy it again"
+                )
+        tokenizer = cls.__new__(cls)
+        tokenizer.src_path = tokenizer.tgt_path = None
+        tokenizer._setup(models, names, {role: f"{owner} ({name})" for role, name in names.items()})
+        return tokenizer
+
+    def _setup(self, models: dict[str, bytes], names: dict[str, str], where: dict) -> None:
+        self.models, self.names = models, names
+        self.src = self._load(models["src"], where["src"])
+        self.tgt = self.src if names["src"] == names["tgt"] else self._load(models["tgt"], where["tgt"])
 
     @staticmethod
-    def _load(path: Path) -> spm.SentencePieceProcessor:
+    def _read(path: Path) -> bytes:
         if not path.is_file():
             raise UserError(
                 f"{path}: tokenizer model not found; it belongs in the run directory's tokenizer/"
             )
+        return path.read_bytes()
+
+    @staticmethod
+    def _load(data: bytes, where) -> spm.SentencePieceProcessor:
         try:
-            return spm.SentencePieceProcessor(model_file=str(path))
+            return spm.SentencePieceProcessor(model_proto=data)
         except (OSError, RuntimeError):
-            raise UserError(f"{path}: not a SentencePiece model; retrain or restore the tokenizer") from None
+            raise UserError(f"{where}: not a SentencePiece model; retrain or restore the tokenizer") from None
+
+    @property
+    def sha256(self) -> dict[str, str]:
+        """The sha256 of each side's model bytes: {"src": ..., "tgt": ...}."""
+        return {role: hashlib.sha256(data).hexdigest() for role, data in self.models.items()}
 
     @property
     def joint(self) -> bool:
@@ -81,12 +119,12 @@ class Tokenizer:
         return [self.tgt.id_to_piece(i) for i in ids]
 
     def copy_to(self, folder: Path) -> Tokenizer:
-        """Copy the model files into ``folder`` (made if missing; a run directory's or an
-        export's ``tokenizer/``) under their own names; returns the tokenizer of the copies."""
+        """Write the models into ``folder`` (made if missing; a run directory's or an export's
+        ``tokenizer/``) under their own names; returns the tokenizer of the files written."""
         folder.mkdir(parents=True, exist_ok=True)
-        for path in {self.src_path, self.tgt_path}:
-            shutil.copyfile(path, folder / path.name)
-        return Tokenizer(folder / self.src_path.name, folder / self.tgt_path.name)
+        for role in ("src", "tgt"):
+            (folder / self.names[role]).write_bytes(self.models[role])
+        return Tokenizer(folder / self.names["src"], folder / self.names["tgt"])
 
 
 def tokenizer_reference(tokenizer: Tokenizer, run_dir: Path) -> dict:

@@ -15,6 +15,9 @@ from seq2seq.models.ensemble import Ensemble
 from seq2seq.models.recurrent import RecurrentEncoderDecoder
 from seq2seq.models.transformer import Transformer
 
+# The constructor arguments that ``build_model`` sets from the tokenizer, never a config.
+DATA_ARGUMENTS = ("src_vocab_size", "tgt_vocab_size", "shared_vocab")
+
 
 def build_model(model_cfg, src_vocab_size: int, tgt_vocab_size: int, shared_vocab: bool) -> EncoderDecoder:
     """Instantiate the model a ``model`` config names (``_target_`` and its constructor
@@ -38,4 +41,12 @@ def build_model(model_cfg, src_vocab_size: int, tgt_vocab_size: int, shared_voca
     return model
 
 
-__all__ = ["EncoderDecoder", "Ensemble", "RecurrentEncoderDecoder", "Transformer", "build_model", "map_state"]
+__all__ = [
+    "DATA_ARGUMENTS",
+    "EncoderDecoder",
+    "Ensemble",
+    "RecurrentEncoderDecoder",
+    "Transformer",
+    "build_model",
+    "map_state",
+]

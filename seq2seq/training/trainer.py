@@ -7,6 +7,13 @@ the model and the optimisation (each ``setup_*`` step returns what it builds and
 through epochs of token batches, validating every ``trainer.eval_every`` steps
 and saving every ``trainer.save_every`` steps, until ``stop`` says why it ends.
 
+A fine-tune (``trainer.init_from``, ``seq2seq/training/parent.py``) starts a new run
+directory from a parent checkpoint: its data are prepared with the parent's tokenizer,
+its model is loaded with the parent's weights, and everything else starts afresh. Before
+the first step it validates those weights and saves them as step 0, so the parent's
+score on this run's validation split is the best to beat; later starts resume from the
+run's own ``last.pt``.
+
 Resuming is exact: a checkpoint holds the model, optimiser, schedule, gradient
 scaler, random state and the position in the epoch's batch order (which is a
 function of the seed and the epoch), so the steps after a resume are the steps
@@ -32,7 +39,7 @@ from torch.utils.data import DataLoader
 
 from seq2seq.checkpoints.checkpointer import Checkpointer, Saved
 from seq2seq.checkpoints.format import TOKENIZER
-from seq2seq.checkpoints.loading import model_for_tokenizer
+from seq2seq.checkpoints.loading import load_weights, model_for_tokenizer
 from seq2seq.data.batching import count_batches, token_batches
 from seq2seq.data.collate import Batch
 from seq2seq.data.indexed import IndexedPairs, identity
@@ -46,6 +53,7 @@ from seq2seq.inference.torch_engine import TorchTranslator
 from seq2seq.training import distributed
 from seq2seq.training.budget import Progress, Stop, budget_fraction, budget_spent, completed
 from seq2seq.training.log import TrainingLog
+from seq2seq.training.parent import Parent, check_parent, describe_start, kept_tokenizer, load_parent
 from seq2seq.training.schedule import Schedule
 from seq2seq.training.signals import Interrupted, StopSignals
 from seq2seq.training.step import Objective, Optimization, StepResult, train_step
@@ -97,12 +105,16 @@ class Trainer:
         self.stop: Stop | None = None  # why training ends, once that is decided
         self.started, self.first_step, self.bad_steps = time.time(), None, 0
         self.data_key = None  # corpus_key of the training files (main process only)
+        self.parent: Parent | None = None  # a fine-tune's parent, when it starts (not when it resumes)
+        self.kept_tokenizer: Tokenizer | None = None  # the tokenizer a fine-tune's data are prepared with
 
     def run(self) -> Progress:
         """Train until a budget is spent or a signal asks to stop; returns the final progress."""
         with self.stops:
             saved = self.checkpointer.previous()  # before anything in run_dir is overwritten
-            self.data_key = corpus_key(self.cfg.data) if self.main else None  # hashes the training files
+            self.find_parent(saved)
+            # hashes the training files
+            self.data_key = corpus_key(self.cfg.data, self.kept_tokenizer) if self.main else None
             if saved is not None and self.main:
                 self.checkpointer.check_data(saved, self.data_key[0])
             if done := completed(saved, self.tcfg):
@@ -115,12 +127,22 @@ class Trainer:
                     self.resume(saved)
             return self.fit()
 
+    def find_parent(self, saved: Saved | None) -> None:
+        """A fine-tune's parent (``trainer.init_from``) in a new run directory, checked against
+        the settings; or, resuming, the parent record and tokenizer its ``last.pt`` holds."""
+        if saved is None and self.tcfg.init_from:
+            self.parent = load_parent(self.tcfg.init_from)
+            check_parent(self.cfg, self.parent)
+            self.kept_tokenizer, self.checkpointer.parent = self.parent.tokenizer, self.parent.record
+        elif saved is not None:
+            self.kept_tokenizer, self.checkpointer.parent = kept_tokenizer(saved), saved.payload.get("parent")
+
     def setup(self) -> None:
         """Everything before the first step: the run directory's config, then the device and
         precision, the data, the model, its objective and translator, the validation set and
         the optimisation, kept in the attributes listed on the class."""
         if self.data_key is None and self.main:
-            self.data_key = corpus_key(self.cfg.data)
+            self.data_key = corpus_key(self.cfg.data, self.kept_tokenizer)
         if self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg))
@@ -144,7 +166,7 @@ class Trainer:
         """Prepare the training split once (or find it prepared) and map it; read the
         validation split. Under torchrun the main process prepares, the others wait."""
         data = self.cfg.data
-        folder = prepare(data, key=self.data_key) if self.main else None
+        folder = prepare(data, key=self.data_key, tokenizer=self.kept_tokenizer) if self.main else None
         folder = Path(distributed.from_main(str(folder) if folder else None))
         pairs, prepared_tokenizer = open_prepared(folder)
         if self.main:
@@ -174,7 +196,11 @@ class Trainer:
     def setup_model(self, tokenizer: Tokenizer) -> tuple[nn.Module, nn.Module, TorchTranslator]:
         """The model on the device, the objective that training steps call, and the
         translator that validation uses."""
-        model = model_for_tokenizer(self.cfg.model, tokenizer).to(self.device)
+        model = model_for_tokenizer(self.cfg.model, tokenizer)
+        if self.parent is not None:
+            load_weights(model, self.parent.weights, self.parent.path)
+            log.info("%s", describe_start(self.parent))
+        model = model.to(self.device)
         log.info(
             "model: %s, %.2fM parameters, device %s, precision %s",
             type(model).__name__,
@@ -234,8 +260,13 @@ class Trainer:
                 self.world,
             )
             torch.manual_seed(self.cfg.seed + distributed.rank() + self.progress.step)
+        parent = saved.payload.get("parent")
         log.info(
-            "resuming from %s at step %d (epoch %d)", saved.path, self.progress.step, self.progress.epoch + 1
+            "resuming from %s at step %d (epoch %d)%s",
+            saved.path,
+            self.progress.step,
+            self.progress.epoch + 1,
+            f", a fine-tune of {parent['path']}" if parent else "",
         )
 
     # ----- the loop ----------------------------------------------------------------------------
@@ -267,12 +298,15 @@ class Trainer:
         return p
 
     def catch_up(self) -> None:
-        """Before the first step: read the budgets; after a resume, run the validation that
-        was due when the saved run stopped, or save a budget met already (resumed by more
-        processes than saved it, at the end of the last epoch)."""
+        """Before the first step: read the budgets; at a fine-tune's start, validate and save
+        the parent's weights as step 0; after a resume, run the validation that was due when
+        the saved run stopped, or save a budget met already (resumed by more processes than
+        saved it, at the end of the last epoch)."""
         p = self.progress
         self.stop = self.budget()
-        if p.step and p.validated_step != p.step and (self.stop or p.step % self.tcfg.eval_every == 0):
+        if self.parent is not None and p.step == 0:
+            self.validate_and_save()
+        elif p.step and p.validated_step != p.step and (self.stop or p.step % self.tcfg.eval_every == 0):
             self.validate_and_save()
         elif self.stop:
             self.save(best=False)
@@ -372,6 +406,8 @@ class Trainer:
         if aborted:
             self.save_on_signal()
             return
+        if p.step == 0:  # a fine-tune's start: the validation's time counts, so a budget can end it at once
+            p.elapsed = self.elapsed()
         self.save(best=improved)
         self.stop = self.budget()
 

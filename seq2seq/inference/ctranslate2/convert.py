@@ -11,8 +11,11 @@ from seq2seq.inference.ctranslate2.format import EXPORT_FORMAT, EXPORT_META, req
 from seq2seq.inference.ctranslate2.spec import transformer_spec
 
 
-def write_export(model, tokenizer: Tokenizer, config: dict, folder: Path, quantization: str, source) -> None:
-    """Write a Transformer and its tokenizer as an export into ``folder`` (which must not exist)."""
+def write_export(
+    model, tokenizer: Tokenizer, config: dict, folder: Path, quantization: str, source, parent=None
+) -> None:
+    """Write a Transformer and its tokenizer as an export into ``folder`` (which must not exist);
+    ``parent``: the checkpoint's parent record (``checkpoints/lineage.py``), kept in ``seq2seq.json``."""
 
     spec = transformer_spec(
         model,
@@ -29,6 +32,7 @@ def write_export(model, tokenizer: Tokenizer, config: dict, folder: Path, quanti
         "max_positions": model.max_positions,
         "tokenizer": tokenizer_reference(copied, folder),
         "config": config,
+        "parent": parent,
     }
     (folder / EXPORT_META).write_text(json.dumps(meta, indent=2) + "\n")
 

@@ -7,7 +7,8 @@ is, plus what seq2seq needs beside it:
                                                      source_/target_vocabulary.json)
     tokenizer/spm.model                              the SentencePiece model(s) (or src.model, tgt.model)
     seq2seq.json                                     format, quantization, the tokenizer's
-                                                     reference and hashes, the training config
+                                                     reference and hashes, the training config,
+                                                     the checkpoint's parent (its lineage)
     vmap.txt                                         with export vmap=true: the vocabulary map
                                                      (``vocab_map.py``), used when present
 
