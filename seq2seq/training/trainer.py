@@ -28,30 +28,28 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader
 
 from seq2seq.checkpoints.checkpointer import Checkpointer, Saved
-from seq2seq.checkpoints.format import TOKENIZER
 from seq2seq.checkpoints.loading import load_weights, model_for_tokenizer
-from seq2seq.data.batching import count_batches, token_batches
+from seq2seq.data.batching import token_batches
 from seq2seq.data.collate import Batch
-from seq2seq.data.indexed import IndexedPairs, identity
-from seq2seq.data.preparation import corpus_key, open_prepared, prepare
-from seq2seq.data.reading import read_parallel
-from seq2seq.data.tokenizer import Tokenizer, open_tokenizer
+from seq2seq.data.indexed import identity
+from seq2seq.data.preparation import corpus_key
+from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.data.workers import ignore_ctrl_c
 from seq2seq.device import output_rows_multiple, pick_device, pick_precision, set_threads
 from seq2seq.errors import UserError
 from seq2seq.inference.torch_engine import TorchTranslator
 from seq2seq.training import distributed
 from seq2seq.training.budget import Progress, Stop, budget_fraction, budget_spent, completed
+from seq2seq.training.data import TrainingData, training_data
 from seq2seq.training.log import TrainingLog
 from seq2seq.training.parent import Parent, check_parent, describe_start, kept_tokenizer, load_parent
 from seq2seq.training.schedule import Schedule
@@ -60,17 +58,6 @@ from seq2seq.training.step import Objective, Optimization, StepResult, train_ste
 from seq2seq.training.validation import ValidSet, validate
 
 log = logging.getLogger("seq2seq.train")
-
-
-@dataclass
-class TrainingData:
-    """What a run trains and validates on."""
-
-    pairs: IndexedPairs  # the prepared training pairs, memory-mapped
-    tokenizer: Tokenizer  # the run directory's copy, which checkpoints refer to
-    lengths: tuple[np.ndarray, np.ndarray]  # (N,) source and (N,) target lengths of the pairs
-    batches_per_epoch: int  # of all processes together; the same every epoch
-    valid_lines: tuple[list[str], list[str]]  # the validation split's source and target lines
 
 
 class Trainer:
@@ -163,35 +150,11 @@ class Trainer:
         return device, precision
 
     def setup_data(self) -> TrainingData:
-        """Prepare the training split once (or find it prepared) and map it; read the
-        validation split. Under torchrun the main process prepares, the others wait."""
-        data = self.cfg.data
-        folder = prepare(data, key=self.data_key, tokenizer=self.kept_tokenizer) if self.main else None
-        folder = Path(distributed.from_main(str(folder) if folder else None))
-        pairs, prepared_tokenizer = open_prepared(folder)
-        if self.main:
-            prepared_tokenizer.copy_to(self.run_dir / TOKENIZER)
-        distributed.barrier()  # the others read the main process's copy, which checkpoints refer to
-        tokenizer = open_tokenizer(self.run_dir / TOKENIZER, data.tokenizer.joint)
-        meta = pairs.meta
-        log.info(
-            "train: %d pairs kept, %d longer than data.max_len=%d left out (%s)",
-            meta["pairs"],
-            meta["longer_than_max_len"],
-            data.max_len,
-            folder,
+        """The prepared training pairs, the run's tokenizer and the validation lines
+        (``training/data.py``)."""
+        return training_data(
+            self.cfg.data, self.tcfg.max_tokens, self.run_dir, self.data_key, self.kept_tokenizer
         )
-        lengths = (pairs.lengths("src"), pairs.lengths("tgt"))
-        batches = count_batches(*lengths, self.tcfg.max_tokens)
-        if batches < self.world:
-            raise UserError(
-                f"the training data makes {batches} batches, fewer than the {self.world} "
-                f"processes; lower trainer.max_tokens or start fewer processes"
-            )
-        if self.world > 1:
-            log.info("%d processes, %d steps per epoch", self.world, batches // self.world)
-        valid_lines = read_parallel(data.valid.src, data.valid.tgt, "data.valid")
-        return TrainingData(pairs, tokenizer, lengths, batches, valid_lines)
 
     def setup_model(self, tokenizer: Tokenizer) -> tuple[nn.Module, nn.Module, TorchTranslator]:
         """The model on the device, the objective that training steps call, and the
