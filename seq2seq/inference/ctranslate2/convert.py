@@ -27,6 +27,7 @@ def write_export(model, tokenizer: Tokenizer, config: dict, folder: Path, quanti
         "quantization": quantization,
         "source": str(source),
         "max_positions": model.max_positions,
+        "parameters": sum({id(p): p.numel() for p in model.parameters()}.values()),
         "tokenizer": tokenizer_reference(copied, folder),
         "config": config,
     }
