@@ -17,7 +17,17 @@ from seq2seq.decoding.options import SEARCH_KEYS, DecodingConfig, search_name
 from seq2seq.errors import UserError
 
 # The decoding keys a request may set, each a decoding.* key of the same name.
-REQUEST_OPTIONS = ("beam_size", "nbest", "alpha", "sampling", "temperature", "top_k", "top_p", "seed")
+REQUEST_OPTIONS = (
+    "beam_size",
+    "nbest",
+    "alpha",
+    "patience",
+    "sampling",
+    "temperature",
+    "top_k",
+    "top_p",
+    "seed",
+)
 MAX_BEAM = 64
 
 Number = StrictFloat | StrictInt
@@ -36,6 +46,11 @@ class Options(BaseModel):
     )
     alpha: Annotated[Number, Field(ge=0, le=10, allow_inf_nan=False)] | None = Field(
         None, description="length-penalty exponent of beam search (0: rank by log-probability)"
+    )
+    patience: Annotated[Number, Field(ge=0, le=100, allow_inf_nan=False)] | None = Field(
+        None,
+        description="beam search stops a sentence once round(beam_size * patience) hypotheses "
+        "finished (0: only when no live beam can still win)",
     )
     sampling: StrictBool | None = Field(None, description="draw every token at random")
     temperature: Annotated[Number, Field(gt=0, le=100, allow_inf_nan=False)] | None = Field(
@@ -108,9 +123,14 @@ class ErrorBody(BaseModel):
     field: str | None = Field(None, description="the field at fault, dotted (options.nbest, text[3])")
 
 
-def option_key(options: Options) -> tuple:
-    """The options a request set, as a hashable key: requests with equal keys decode together."""
-    return tuple(sorted((k, v) for k, v in options.model_dump(exclude_none=True).items() if k != "tgt_lang"))
+def option_key(options: Options, base) -> tuple:
+    """The options a request set to other values than ``base`` (the server's ``decoding``
+    config), and its ``seed`` if it gave one (its draws start there), as a hashable key:
+    requests with equal keys decode together."""
+    chosen = options.model_dump(exclude_none=True)
+    return tuple(
+        sorted((k, v) for k, v in chosen.items() if k != "tgt_lang" and (k == "seed" or base.get(k) != v))
+    )
 
 
 def request_decoding(base, key: tuple):

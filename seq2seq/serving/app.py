@@ -283,7 +283,7 @@ def create_app(translator: Translator, cfg, model_info: dict) -> FastAPI:
                 where = "text" if isinstance(body.text, str) else f"text[{i}]"
                 raise ApiError(422, where, f"{where}: not valid Unicode (a lone surrogate)") from None
         check_language(body.options, target_language)
-        key = option_key(body.options)
+        key = option_key(body.options, decoding)
         request_cfg = decoding_for(key)
         attention = check_attention(body)
         texts = [clean_source(s) for s in sentences]
