@@ -268,10 +268,10 @@ def test_requests_that_arrive_together_are_decoded_in_one_batch():
     gate = Gate()
     app, translator = make_app(TRANSFORMER, "max_wait_ms=1500", translator_hook=gate)
     sentences = SOURCES[:8]
+    gate.opened.set()
     expected = [translator.tokenizer.decode_tgt(h[0].tokens) for h in translator.hypotheses(sentences)]
     gate.calls.clear()
     with TestClient(app) as c:
-        gate.opened.set()
         with ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(lambda s: c.post("/v1/translate", json={"text": s}), sentences))
         assert [a.json()["translations"][0]["text"] for a in answers] == expected

@@ -229,6 +229,10 @@ def create_app(translator: Translator, cfg, model_info: dict) -> FastAPI:
     async def on_user_error(request, exc: UserError):
         return error_response(422, str(exc), user_error_field(str(exc)))
 
+    @app.exception_handler(Exception)
+    async def on_bug(request, exc: Exception):  # logged by uvicorn with its traceback
+        return error_response(500, f"internal error: {type(exc).__name__}; the server's log has the details")
+
     errors = {status: {"model": ErrorBody} for status in (400, 401, 413, 422, 503)}
 
     @functools.lru_cache(maxsize=256)
