@@ -35,16 +35,10 @@ class Server:
     def __init__(self, *args: str, cwd: Path):
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
         self.stderr = open(cwd / "serve.log", "w+")  # noqa: SIM115
+        if not any(a.startswith("checkpoint=") for a in args):
+            args = (f"checkpoint={TRANSFORMER}", *args)
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "seq2seq.serve",
-                f"checkpoint={TRANSFORMER}",
-                "port=0",
-                "num_threads=1",
-                *args,
-            ],
+            [sys.executable, "-m", "seq2seq.serve", "port=0", "num_threads=1", *args],
             cwd=cwd,
             env=env,
             stdout=subprocess.PIPE,
