@@ -182,6 +182,7 @@ BAD = [  # (body, status, field)
     (b'{"text": "a", "options": {"beam_size": 0}}', 422, "options.beam_size"),
     (b'{"text": "a", "options": {"beam_size": 1e9}}', 422, "options.beam_size"),
     (b'{"text": "a", "options": {"alpha": NaN}}', 422, "options.alpha"),
+    (b'{"text": "a", "options": {"alpha": "1"}}', 422, "options.alpha"),
     (b'{"text": "a", "options": {"nbest": 9}}', 422, "options.nbest"),
     (b'{"text": "a", "options": {"top_p": 0.5}}', 422, "options.top_p"),
     (b'{"text": "a", "options": {"tgt_lang": "fr"}}', 422, "options.tgt_lang"),

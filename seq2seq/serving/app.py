@@ -40,6 +40,13 @@ from seq2seq.serving.batching import Batcher, Job, QueueFull
 API_KEY_VARIABLE = "SEQ2SEQ_API_KEY"
 OPEN_PATHS = ("/healthz",)  # answered without the API key
 OPTION_NAMES = (*REQUEST_OPTIONS, "tgt_lang")
+UNION_BRANCHES = (
+    "str",
+    "list[str]",
+    "float",
+    "int",
+    "bool",
+)  # how pydantic names a union's members in a location
 PAGE = Path(__file__).resolve().parent / "page.html"
 
 
@@ -64,7 +71,7 @@ def field_of(loc) -> str:
             continue
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("str", "list[str]"):  # the branches of text's union
+        elif part in UNION_BRANCHES:
             continue
         else:
             out += f".{part}" if out else str(part)
