@@ -122,6 +122,16 @@ def test_routes_describe_the_model_and_its_health(client):
     assert "http://" not in page.text and "https://" not in page.text  # nothing fetched from elsewhere
 
 
+def test_readyz_says_when_the_server_drains():
+    app, _ = make_app(TRANSFORMER)
+    with TestClient(app) as c:
+        assert c.get("/readyz").status_code == 200
+        app.state.draining = True  # what a stop signal sets (serving/server.py)
+        r = c.get("/readyz")
+        assert r.status_code == 503 and r.json() == {"status": "draining"}
+        assert c.get("/healthz").status_code == 200
+
+
 def test_the_export_and_the_ensemble_describe_themselves():
     pytest.importorskip("ctranslate2")
     app, _ = make_app(EXPORT)
@@ -292,6 +302,8 @@ def test_a_full_queue_answers_503_with_retry_after():
         refused = c.post("/v1/translate", json={"text": "Eine Katze."})
         assert refused.status_code == 503 and int(refused.headers["Retry-After"]) >= 1
         assert "queue_size" in refused.json()["error"]
+        assert c.get("/healthz").status_code == 200  # decoding runs off the event loop
+        assert c.get("/v1/model").status_code == 200
         gate.opened.set()
         assert all(f.result().status_code == 200 for f in [first, *queued])
         assert c.post("/v1/translate", json={"text": "Eine Katze."}).status_code == 200
