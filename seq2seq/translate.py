@@ -16,6 +16,7 @@ from seq2seq.cli.files import check_output_file, open_output
 from seq2seq.cli.loading import make_translator
 from seq2seq.cli.runner import run
 from seq2seq.errors import UserError
+from seq2seq.inference.translator import clean_source, one_line
 
 log = logging.getLogger("seq2seq.translate")
 
@@ -47,11 +48,6 @@ def file_chunks(path: str, size: int = 2000):
         yield lines[i : i + size]
 
 
-def one_line(text: str) -> str:
-    """A translation never spans lines, whatever bytes the model produced."""
-    return " ".join(text.splitlines())
-
-
 def translate(cfg) -> None:
     """Translate ``cfg.input`` (or stdin) line by line into ``cfg.output`` (or stdout)."""
     check_output_file(cfg.output, "output", {"input": cfg.input})
@@ -75,7 +71,7 @@ def translate(cfg) -> None:
         for chunk in chunks:
             # Invalid bytes become U+FFFD; control characters other than TAB become spaces.
             texts = [b.decode("utf-8", errors="replace") for b in chunk]
-            texts = ["".join(c if c >= " " or c == "\t" else " " for c in t).strip() for t in texts]
+            texts = [clean_source(t) for t in texts]
             results = translator.hypotheses(texts, first_line=line_no + 1)
             for i, hyps in enumerate(results):
                 out.write(one_line(translator.tokenizer.decode_tgt(hyps[0].tokens)) + "\n")

@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "seq2seq"
 # The layers, lowest first. A module may import its own layer's folder and any lower layer;
 # "models" and "data" share a rank but do not import each other; no command imports a command.
 LEAVES = ("seq2seq", "seq2seq.special", "seq2seq.errors", "seq2seq.settings", "seq2seq.device")
-COMMANDS = ("train", "prepare", "evaluate", "translate", "average", "export")
+COMMANDS = ("train", "prepare", "evaluate", "translate", "average", "export", "serve")
 LAYERS = (
     ("leaves",),
     ("models", "data"),
@@ -30,6 +30,7 @@ LAYERS = (
     ("training",),
     ("config",),
     ("cli",),
+    ("serving",),
     ("commands",),
 )
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}

@@ -99,6 +99,7 @@ def help_text(command: str, cfg: DictConfig | None = None) -> str:
         "translate": "python -m seq2seq.translate checkpoint=PATH [key=value ...]",
         "average": "python -m seq2seq.average checkpoints=RUN/checkpoints last=N | inputs=a,b [output=PATH]",
         "export": "python -m seq2seq.export checkpoint=PATH output=DIR [quantization=TYPE]",
+        "serve": "python -m seq2seq.serve checkpoint=PATH [host=127.0.0.1] [port=8000] [key=value ...]",
     }[command]
     lines = [usage, ""]
     if command == "train":

@@ -1,6 +1,6 @@
 """The schema of every command's config: each key's default, allowed values and meaning.
 
-Each command's config (``train``, ``evaluate``, ``translate``, ``average``, ``export``;
+Each command's config (``train``, ``evaluate``, ``translate``, ``average``, ``export``, ``serve``;
 ``prepare`` takes train's) is checked against a dataclass below before any work starts
 (``seq2seq/config/checks.py``). The YAML files in ``configs/`` hold only what a preset
 changes; ``--help`` on any command lists every key with its default and range. Model keys
@@ -182,6 +182,37 @@ class TranslateConfig(DecodeConfig):
     attention_dir: str | None = setting(None, "save one attention heatmap (PNG) per sentence here")
 
 
+@dataclass
+class ServeConfig(DecodeConfig):
+    host: str = setting(
+        "127.0.0.1", "address to listen on (127.0.0.1: this machine only; 0.0.0.0 opens it to the network)"
+    )
+    port: int = setting(
+        8000, "TCP port to listen on (0: any free port, printed at start)", Allowed(low=0, high=65535)
+    )
+    max_wait_ms: float = setting(
+        5.0,
+        "a batch is decoded at most this long after its first request arrived, with whatever "
+        "requests came meanwhile (up to decoding.max_tokens source tokens)",
+        AT_LEAST_0,
+    )
+    queue_size: int = setting(
+        256, "requests that may wait for decoding; beyond that the answer is 503 with Retry-After", AT_LEAST_1
+    )
+    max_sentences: int = setting(256, "sentences a request may hold (more: 413)", AT_LEAST_1)
+    max_chars: int = setting(
+        20_000, "characters a request may hold, all sentences together (more: 413)", AT_LEAST_1
+    )
+    api_key: str | None = setting(
+        None,
+        "when set (or SEQ2SEQ_API_KEY), every route but /healthz needs the header Authorization: Bearer KEY "
+        "or X-API-Key: KEY (else 401)",
+    )
+    shutdown_timeout: float = setting(
+        30.0, "on SIGTERM, seconds to finish the requests in flight before closing", AT_LEAST_0
+    )
+
+
 QUANTIZATIONS = ("float32", "int8", "int8_float32", "int16")  # CTranslate2 weight types of an export
 
 
@@ -223,6 +254,7 @@ SCHEMAS = {
     "translate": TranslateConfig,
     "average": AverageConfig,
     "export": ExportConfig,
+    "serve": ServeConfig,
 }
 
 

@@ -7,6 +7,7 @@ No torch import here: ``Translator`` is shared by the torch engine
 
 from __future__ import annotations
 
+import copy
 import logging
 
 from seq2seq.data.batching import token_batches
@@ -15,6 +16,17 @@ from seq2seq.decoding import Hypothesis
 from seq2seq.special import EOS_ID
 
 log = logging.getLogger(__name__)
+
+
+def clean_source(text: str) -> str:
+    """A source line as it is translated: control characters other than TAB become
+    spaces, and the ends are stripped."""
+    return "".join(c if c >= " " or c == "\t" else " " for c in text).strip()
+
+
+def one_line(text: str) -> str:
+    """A translation never spans lines, whatever bytes the model produced."""
+    return " ".join(text.splitlines())
 
 
 class Translator:
@@ -72,11 +84,18 @@ class Translator:
         if not todo:
             return out
         ids = self.encode([sentences[i] for i in todo], [first_line + i for i in todo])
-        lengths = [len(r) for r in ids]
-        for batch_rows in self.batches(lengths):
+        for i, hyps in zip(todo, self.decode_all(ids), strict=True):
+            out[i] = hyps
+        return out
+
+    def decode_all(self, ids: list[list[int]]) -> list[list[Hypothesis]]:
+        """Hypotheses of any number of source ids (each ending in EOS), in their order:
+        sorted by length, decoded in ``batches``, put back."""
+        out: list[list[Hypothesis]] = [[] for _ in ids]
+        for batch_rows in self.batches([len(r) for r in ids]):
             results = self.decode([ids[r] for r in batch_rows])
             for r, hyps in zip(batch_rows, results, strict=True):
-                out[todo[r]] = hyps
+                out[r] = hyps
         return out
 
     def decode(self, ids: list[list[int]]) -> list[list[Hypothesis]]:
@@ -86,3 +105,34 @@ class Translator:
     def __call__(self, sentences: list[str]) -> list[str]:
         """Best translation of each sentence, detokenised."""
         return [self.tokenizer.decode_tgt(h[0].tokens) for h in self.hypotheses(sentences)]
+
+    # What a server asks of an engine, besides decoding (seq2seq/serving/).
+
+    def check_decoding(self, decoding, key: str = "decoding") -> None:
+        """Refuse, in one ``UserError`` naming ``key``, decoding settings this engine cannot
+        honour (an engine that honours them all accepts everything)."""
+
+    def with_decoding(self, decoding) -> Translator:
+        """This translator with other decoding settings, sharing its model: what one request
+        with its own options decodes with. Seeded sampling starts its draws anew, as a new
+        ``translate`` would."""
+        other = copy.copy(self)
+        other.cfg = decoding
+        return other
+
+    @property
+    def attention_grid(self) -> tuple[int, int] | None:
+        """(layers, heads) of the attention maps ``attention`` can give, or None (none)."""
+        return None
+
+    def attention(
+        self, src_ids: list[list[int]], out_ids: list[list[int]], layer: int | None = None, head=None
+    ) -> list[list[list[float]]] | None:
+        """For each sentence, the attention of its output ``out_ids`` (target ids without
+        BOS or EOS) over its source ``src_ids`` (ending in EOS): one row per output piece
+        and one for the EOS, one column per source piece; None for an engine without."""
+        return None
+
+    def describe(self) -> dict:
+        """What the engine says of itself: ``engine`` and ``parameters`` (None when unknown)."""
+        return {"engine": "unknown", "parameters": None}

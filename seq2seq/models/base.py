@@ -169,13 +169,21 @@ class EncoderDecoder(nn.Module):
         and ``project`` itself so that padded positions skip the output layer."""
         return self.project(self.features(src, src_lengths, tgt_in))
 
-    def attention(self, src, src_lengths, tgt_in) -> torch.Tensor | None:
+    def attention(self, src, src_lengths, tgt_in, layer=None, head=None) -> torch.Tensor | None:
         """Cross-attention weights of a teacher-forced pass, for heatmaps (optional).
 
+        Args:
+            layer, head: which of the ``attention_grid`` maps to show (None: the model's own
+                choice of layer, the heads averaged).
         Returns:
             (B, T, S) weights, each row summing to 1 over the real source tokens;
             or None for a model that has none to show.
         """
+        return None
+
+    @property
+    def attention_grid(self) -> tuple[int, int] | None:
+        """(layers, heads) of attention maps ``attention`` can show, or None when it shows none."""
         return None
 
     def reorder_state(self, state: State, index: torch.Tensor) -> State:

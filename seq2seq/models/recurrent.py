@@ -297,10 +297,16 @@ class RecurrentEncoderDecoder(EncoderDecoder):
         """Output layer: (..., H) attentional vectors -> (..., V) logits."""
         return self.output(features)
 
-    def attention(self, src, src_lengths, tgt_in) -> torch.Tensor:
-        """Attention weights (B, T, S) of a teacher-forced pass."""
+    def attention(self, src, src_lengths, tgt_in, layer=None, head=None) -> torch.Tensor:
+        """Attention weights (B, T, S) of a teacher-forced pass (one map: ``layer`` and
+        ``head`` can only be 0 or None)."""
         state = self.init_state(self.encode(src, src_lengths))
         return self.decode(tgt_in, state)[1]
+
+    @property
+    def attention_grid(self) -> tuple[int, int]:
+        """One attention map: the decoder's attention over the memory."""
+        return 1, 1
 
     @property
     def max_positions(self) -> int | None:

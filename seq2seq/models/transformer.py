@@ -247,16 +247,16 @@ class Transformer(EncoderDecoder):
             "pos": torch.zeros(B, dtype=torch.long, device=empty.device),
         }
 
-    def decode(self, tgt: torch.Tensor, state: State, need_weights: bool = False):
+    def decode(self, tgt: torch.Tensor, state: State, need_weights: bool = False, layer: int | None = None):
         """Run the decoder on tgt (B, T) after the cached prefix in ``state``.
 
-        Returns (B, T, D) outputs, the new state and the chosen layer's
-        cross-attention (B, h, T, S) when ``need_weights``.
+        Returns (B, T, D) outputs, the new state and the cross-attention (B, h, T, S) of
+        decoder layer ``layer`` (None: ``attention_layer``) when ``need_weights``.
         """
         cross_mask = state["src_mask"][:, None, None, :]  # (N, 1, 1, S)
         x = self.embed(self.tgt_embed, tgt, state["pos"])
         first = state["self_k"][0].size(2) == 0 and tgt.size(1) > 1  # full sequence: causal mask
-        chosen = range(len(self.decoder))[self.attention_layer]
+        chosen = range(len(self.decoder))[self.attention_layer if layer is None else layer]
         group = self.rows_per_sentence(state)
         new_k, new_v, weights = [], [], None
         for i, layer in enumerate(self.decoder):
@@ -282,7 +282,13 @@ class Transformer(EncoderDecoder):
     def project(self, features: torch.Tensor) -> torch.Tensor:
         return self.output(features)
 
-    def attention(self, src, src_lengths, tgt_in) -> torch.Tensor:
-        """Cross-attention of ``attention_layer``, averaged over heads: (B, T, S)."""
-        _, _, weights = self.decode(tgt_in, self.init_state(self.encode(src, src_lengths)), True)
-        return weights.mean(dim=1)
+    def attention(self, src, src_lengths, tgt_in, layer=None, head=None) -> torch.Tensor:
+        """Cross-attention (B, T, S) of decoder layer ``layer`` (None: ``attention_layer``),
+        of one head or (``head`` None) averaged over the heads."""
+        _, _, weights = self.decode(tgt_in, self.init_state(self.encode(src, src_lengths)), True, layer)
+        return weights.mean(dim=1) if head is None else weights[:, head]
+
+    @property
+    def attention_grid(self) -> tuple[int, int]:
+        """(decoder layers, heads): every layer's cross-attention can be shown, head by head."""
+        return len(self.decoder), self.heads

@@ -162,6 +162,27 @@ class CTranslate2Translator(Translator):
         if decoding.get("seed") is not None:
             ctranslate2.set_random_seed(decoding.seed)
 
+    def check_decoding(self, decoding, key: str = "decoding") -> None:
+        """Refuse what CTranslate2 cannot honour (``check_options``), naming ``key``."""
+        check_options(decoding, key)
+
+    def with_decoding(self, decoding) -> CTranslate2Translator:
+        """This translator with other decoding settings; a ``seed`` restarts CTranslate2's draws."""
+        if decoding.get("seed") is not None:
+            require_ctranslate2().set_random_seed(decoding.seed)
+        return super().with_decoding(decoding)
+
+    def describe(self) -> dict:
+        """``engine``: ctranslate2, ``parameters`` (recorded by exports since they record it),
+        ``quantization`` and whether a vocabulary map is used."""
+        return {
+            "engine": "ctranslate2",
+            "parameters": self.meta.get("parameters"),
+            "quantization": self.meta.get("quantization"),
+            "vmap": self.use_vmap,
+            "device": self.ct2.device,
+        }
+
     def decode(self, ids: list[list[int]]) -> list[list[Hypothesis]]:
         """Hypotheses of one batch of source ids (each ending in EOS), best first.
 
