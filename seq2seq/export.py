@@ -147,6 +147,11 @@ def export_transformers(checkpoint: str, output: Path, decoding) -> Path:
         f"{folder_mib(output):.1f} MiB); load it with AutoModelForSeq2SeqLM.from_pretrained and "
         "AutoTokenizer.from_pretrained"
     )
+    if meta["needs_transformers_5"]:
+        print(
+            "note: load it with transformers 5 or newer; 4.x ties Pegasus's encoder and decoder "
+            "embeddings, which this model (pre-norm, two vocabularies) keeps apart"
+        )
     if meta["decoding_not_carried"]:
         print("decoding settings transformers has no field for: " + ", ".join(meta["decoding_not_carried"]))
     return output

@@ -28,8 +28,8 @@ Otherwise each matrix is stored apart (``tie_word_embeddings=false``; for Marian
 ``vocab_size`` for both sides: with two vocabularies of different sizes the smaller matrices get
 zero rows up to the larger size, and ``final_logits_bias`` is -inf on target ids past the target
 vocabulary, so they are never produced and the softmax over the real ids is unchanged.
-Pegasus keeps the encoder's and decoder's embeddings apart only since transformers 5; the
-folder records the version it was written with.
+Pegasus keeps the encoder's and decoder's embeddings apart only since transformers 5: 4.x ties
+them to one matrix and loads such a folder without a word, wrongly (``needs_transformers_5``).
 """
 
 from __future__ import annotations
@@ -71,6 +71,13 @@ def layout(model: Transformer) -> dict:
         "src_vocab": model.src_embed.num_embeddings,
         "tgt_vocab": model.tgt_embed.num_embeddings,
     }
+
+
+def needs_transformers_5(model: Transformer) -> bool:
+    """Whether transformers 4.x would load the export of ``model`` wrongly: a pre-norm model with
+    two vocabularies, whose Pegasus needs apart encoder and decoder embeddings."""
+    shape = layout(model)
+    return shape["pre_norm"] and not shape["joint"]
 
 
 def hf_config(model: Transformer) -> tuple[str, dict]:

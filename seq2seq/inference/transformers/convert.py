@@ -10,7 +10,12 @@ from types import SimpleNamespace
 
 from seq2seq.data.tokenizer import file_sha256
 from seq2seq.decoding.options import DecodingConfig, search_name
-from seq2seq.inference.transformers.architecture import PRE_NORM, hf_config, hf_state_dict
+from seq2seq.inference.transformers.architecture import (
+    PRE_NORM,
+    hf_config,
+    hf_state_dict,
+    needs_transformers_5,
+)
 from seq2seq.inference.transformers.format import EXPORT_FORMAT, META, require_transformers
 from seq2seq.inference.transformers.tokenizer import SOURCE_SPM, TARGET_SPM, write_tokenizer
 from seq2seq.special import BOS_ID, EOS_ID, PAD_ID
@@ -96,6 +101,7 @@ def write_export(model, tokenizer, config: dict, folder: Path, source, decoding=
         "engine": "transformers",
         "architecture": name,
         "transformers_version": transformers.__version__,
+        "needs_transformers_5": needs_transformers_5(model),
         "source": str(source),
         "max_positions": model.max_positions,
         "decoding_not_carried": dropped,
