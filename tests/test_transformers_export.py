@@ -210,7 +210,7 @@ def test_an_old_checkpoint_exports_exactly(tmp_path):
     checkpoint = OLD / "transformer" / "checkpoints" / "last.pt"
     folder = export_to(checkpoint, tmp_path / "hf")
     sources = (OLD / "corpus" / "test.de").read_text().splitlines()[:6]
-    targets = (OLD / "corpus" / "test.en").read_text().splitlines()[:6]
+    targets = (OLD / "corpus" / "train.en").read_text().splitlines()[:6]
     assert_export_is_exact(checkpoint, folder, sources, targets)
     names = sorted(p.name for p in folder.iterdir())
     assert names == sorted([
