@@ -47,8 +47,7 @@ class TransformersTranslator(Translator):
         from seq2seq.inference.transformers.convert import generation_settings
 
         settings, _ = generation_settings(dict(self.cfg), self.max_positions)
-        settings.pop("max_length")
-        return {**settings, "max_new_tokens": limit}
+        return {**settings, "max_length": limit + 1}  # the decoder start, then at most ``limit``
 
     def decode(self, ids: list[list[int]]) -> list[list[Hypothesis]]:
         """Hypotheses of one batch of source ids (each ending in EOS), one per sentence."""
