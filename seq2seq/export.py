@@ -158,6 +158,7 @@ def export_transformers(checkpoint: str, output: Path, decoding) -> Path:
 
 
 def folder_mib(folder: Path) -> float:
+    """The size of the files under ``folder``, in MiB."""
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
 
 
