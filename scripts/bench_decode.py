@@ -8,7 +8,7 @@ exactly ``--output-tokens`` output tokens per sentence, followed by EOS. Systems
         [--backends transformer,gru_bahdanau,lstm_luong,marian] [--modes greedy,beam] [--cache on,off]
     python scripts/bench_decode.py --backends transformer,ct2_float32,ct2_int8 --cache on
     python scripts/bench_decode.py --checkpoint RUN_DIR/checkpoints/best.pt   # real translations
-        [--engines torch,ct2_float32,ct2_int8,ct2_int8_vmap] [--test-ref REF]  # + BLEU, same outputs
+        [--engines torch,ct2_float32,ct2_int8,ct2_int8_vmap,transformers] [--test-ref REF]  # + BLEU
 
 Method
     * Random-weight models are built from ``configs/model/<backend>.yaml`` with an 8,000-piece shared
@@ -39,6 +39,10 @@ Method
       (``--engines torch``) or through ``CTranslate2Translator`` on its float32 or int8 export
       (``ct2_float32``, ``ct2_int8``; ``ct2_int8_vmap``: int8 with the vocabulary map of ``export
       vmap=true``, learnt from the checkpoint's training data), with the decoding presets' settings;
+      ``transformers`` (needs ``pip install -e ".[hf]"``): the export of ``export format=transformers``
+      loaded with ``AutoModelForSeq2SeqLM`` and decoded with ``generate()`` on the same batches, with
+      the options its ``generation_config.json`` maps the decoding preset to (one length limit per
+      batch, its longest sentence's; ``seq2seq/inference/transformers/engine.py``);
       the table adds sacreBLEU against ``--test-ref`` and the share of outputs identical to the
       torch engine's.
 """
@@ -72,7 +76,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TEST_SRC = ROOT / "data" / "multi30k" / "test_2016_flickr.de.gz"
 VOCAB = 8000
 BACKENDS = ("transformer", "gru_bahdanau", "lstm_luong", "marian", "ct2_float32", "ct2_int8")
-ENGINES = ("torch", "ct2_float32", "ct2_int8", "ct2_int8_vmap")
+ENGINES = ("torch", "ct2_float32", "ct2_int8", "ct2_int8_vmap", "transformers")
 TEST_REF = ROOT / "data" / "multi30k" / "test_2016_flickr.en.gz"
 FALLBACK_LENGTHS = (6, 26)  # source pieces, EOS included, when no tokenizer is at hand
 
@@ -382,8 +386,9 @@ def measure(spec: dict) -> dict:
 
 
 def measure_checkpoint(spec: dict) -> dict:
-    """Translate the test split with a trained model, through ``TorchTranslator`` (engine torch) or
-    ``CTranslate2Translator`` on an export (real output lengths)."""
+    """Translate the test split with a trained model, through ``TorchTranslator`` (engine torch),
+    ``CTranslate2Translator`` on an export or ``TransformersTranslator`` on a transformers export
+    (real output lengths)."""
     from seq2seq.data.reading import read_lines
 
     cfg = decoding_config(spec["mode"], spec["beam_size"], None)
@@ -395,6 +400,10 @@ def measure_checkpoint(spec: dict) -> dict:
 
         model, tokenizer, _ = load_model(spec["checkpoint"])
         translator = TorchTranslator(model if spec["cache"] else NoCache(model), tokenizer, cfg, "cpu")
+    elif spec["engine"] == "transformers":
+        from seq2seq.inference.transformers.engine import TransformersTranslator
+
+        translator = TransformersTranslator(Path(spec["export"]), cfg, "cpu")
     else:
         from seq2seq.inference.ctranslate2.engine import CTranslate2Translator
 
@@ -519,7 +528,9 @@ def parse_args(argv=None):
     parser.add_argument(
         "--engines",
         default="torch",
-        help="--checkpoint mode: comma-separated subset of " + ",".join(ENGINES) + " (ct2: needs .[serve])",
+        help="--checkpoint mode: comma-separated subset of "
+        + ",".join(ENGINES)
+        + " (ct2: needs .[serve], transformers: .[hf])",
     )
     parser.add_argument(
         "--max-tokens", type=int, default=0, help="--checkpoint mode: decoding.max_tokens (0: the config's)"
@@ -544,10 +555,21 @@ def ct2_available() -> bool:
 
 
 def make_exports(specs: list[dict], folder: Path, checkpoint: Path | None) -> None:
-    """Write the CTranslate2 exports the specs need into ``folder``; note each one's path in its spec."""
+    """Write the CTranslate2 and transformers exports the specs need into ``folder``; note each
+    one's path in its spec."""
     done = {}
     for spec in specs:
         kind = spec["engine"] if checkpoint is not None else spec["backend"]
+        if kind == "transformers" and checkpoint is not None:
+            if kind not in done:
+                from seq2seq.checkpoints.loading import load_model
+                from seq2seq.inference.transformers.convert import write_export as write_hf_export
+
+                model, tokenizer, config = load_model(checkpoint)
+                write_hf_export(model, tokenizer, config, folder / kind, checkpoint)
+                done[kind] = str(folder / kind)
+            spec["export"] = done[kind]
+            continue
         if not kind.startswith("ct2_"):
             continue
         name = kind.removeprefix("ct2_")
@@ -590,6 +612,9 @@ def make_specs(args) -> tuple[list[dict], list[str]]:
         if not ct2_available() and any(e.startswith("ct2_") for e in engines):
             engines = [e for e in engines if not e.startswith("ct2_")]
             print("# ct2 engines skipped: ctranslate2 is not installed (pip install -e '.[serve]')")
+        if "transformers" in engines and not hf_available():
+            engines.remove("transformers")
+            print("# transformers engine skipped: transformers is not installed (pip install -e '.[hf]')")
     else:
         engines = ["torch"]
         backends = parse_list(args.backends, BACKENDS)
@@ -619,7 +644,8 @@ def make_specs(args) -> tuple[list[dict], list[str]]:
         for e in engines
         for m in modes
         for c in caches
-        if c or not (b.startswith("ct2_") or e.startswith("ct2_"))  # CTranslate2 always caches
+        # CTranslate2 always caches; generate() runs with its cache
+        if c or not (b.startswith("ct2_") or e.startswith("ct2_") or e == "transformers")
     ]
     return specs, notes
 

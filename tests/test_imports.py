@@ -44,6 +44,7 @@ NO_TORCH = (
     "seq2seq.inference.translator",
     "seq2seq.inference.ctranslate2.format",
     "seq2seq.inference.ctranslate2.engine",
+    "seq2seq.inference.transformers.format",
 )
 
 # Known violations in modules that are being changed elsewhere: (importer, imported, rule).

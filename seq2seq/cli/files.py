@@ -6,6 +6,7 @@ from pathlib import Path
 
 from seq2seq.errors import UserError
 from seq2seq.inference.ctranslate2.format import is_export
+from seq2seq.inference.transformers.format import is_export as is_transformers_export
 
 
 def check_output_file(path: str | None, key: str, taken: dict[str, str | None] | None = None) -> None:
@@ -39,9 +40,21 @@ def checkpoint_paths(value: str, key: str = "checkpoint") -> list[str]:
     return paths
 
 
+def refuse_transformers_exports(paths: list[str]) -> None:
+    """Refuse a transformers export (``export format=transformers``), which seq2seq does not
+    decode, in one line that says what runs it."""
+    for path in paths:
+        if is_transformers_export(path):
+            raise UserError(
+                f"{path}: is a transformers export; load it with transformers "
+                "(AutoModelForSeq2SeqLM.from_pretrained), or pass the checkpoint it was exported from"
+            )
+
+
 def refuse_exports(paths: list[str]) -> None:
-    """Refuse a CTranslate2 export where a ``.pt`` checkpoint is needed (engine=torch,
-    an ensemble, averaging, exporting), in one line that says where it does run."""
+    """Refuse an export where a ``.pt`` checkpoint is needed (engine=torch, an ensemble,
+    averaging, exporting), in one line that says where it does run."""
+    refuse_transformers_exports(paths)
     for path in paths:
         if is_export(path):
             raise UserError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from seq2seq.cli.files import checkpoint_paths, refuse_exports
+from seq2seq.cli.files import checkpoint_paths, refuse_exports, refuse_transformers_exports
 from seq2seq.errors import UserError
 from seq2seq.inference.ctranslate2.format import is_export
 
@@ -15,6 +15,7 @@ def make_translator(cfg):
     export) and wrap it in a translator for ``cfg.decoding`` on ``cfg.engine``.
     Returns (translator, the training config)."""
     paths = checkpoint_paths(cfg.checkpoint)
+    refuse_transformers_exports(paths)
     engine = cfg.engine
     if engine == "auto":
         engine = "ctranslate2" if len(paths) == 1 and is_export(paths[0]) else "torch"

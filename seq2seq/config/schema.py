@@ -214,28 +214,37 @@ class ServeConfig(DecodeConfig):
 
 
 QUANTIZATIONS = ("float32", "int8", "int8_float32", "int16")  # CTranslate2 weight types of an export
+EXPORT_FORMATS = ("ctranslate2", "transformers")
 
 
 @dataclass
 class ExportConfig:
     checkpoint: str = setting("???", "the Transformer checkpoint to export (RUN/checkpoints/best.pt)")
     output: str = setting("???", "the folder to write (an earlier export there is replaced)")
+    format: str = setting(
+        "ctranslate2",
+        "ctranslate2: a CTranslate2 model that translate and evaluate run; transformers: a Hugging Face "
+        "folder (float32) for AutoModelForSeq2SeqLM, AutoTokenizer and pipeline('translation')",
+        Allowed(choices=EXPORT_FORMATS),
+    )
     quantization: str = setting(
         "float32",
-        "weights: float32, int8 (fastest on CPU), int8_float32 (int8 matrices, float32 elsewhere), int16",
+        "weights: float32, int8 (fastest on CPU), int8_float32 (int8 matrices, float32 elsewhere), int16 "
+        "(format=ctranslate2)",
         Allowed(choices=QUANTIZATIONS),
     )
     vmap: bool = setting(
         False,
         "also write a vocabulary map learnt from the checkpoint's training data: CTranslate2 then "
         "scores only the likely target pieces of each batch (faster; seq2seq/inference/ctranslate2/"
-        "vocab_map.py)",
+        "vocab_map.py; format=ctranslate2)",
     )
     vmap_per_piece: int = setting(50, "vmap: target candidates kept for each source piece", AT_LEAST_1)
     vmap_common: int = setting(
         500, "vmap: the most frequent target pieces, candidates for every batch", AT_LEAST_0
     )
     vmap_lines: int = setting(1_000_000, "vmap: learn from the first N training pairs (0: all)", AT_LEAST_0)
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)  # format=transformers: generation_config
 
 
 @dataclass
