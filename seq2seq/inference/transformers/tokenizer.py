@@ -12,7 +12,6 @@ with ``>>xx<<`` loses that prefix (a language code in Marian's multilingual mode
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
 from pathlib import Path
 
@@ -33,8 +32,8 @@ def write_tokenizer(tokenizer: Tokenizer, folder: Path, max_positions: int | Non
     ``tokenizer_config.json`` that ``save_pretrained`` writes for them)."""
     from transformers import MarianTokenizer  # optional and slow to import: only here
 
-    shutil.copyfile(tokenizer.src_path, folder / SOURCE_SPM)
-    shutil.copyfile(tokenizer.tgt_path, folder / TARGET_SPM)
+    (folder / SOURCE_SPM).write_bytes(tokenizer.models["src"])  # a checkpoint carries them (format 3)
+    (folder / TARGET_SPM).write_bytes(tokenizer.models["tgt"])
     src = tokenizer.src_pieces(range(tokenizer.src_vocab_size))
     tgt = tokenizer.tgt_pieces(range(tokenizer.tgt_vocab_size))
     (folder / VOCAB).write_text(json.dumps(vocabulary(src), ensure_ascii=False, indent=1) + "\n")
