@@ -23,6 +23,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from seq2seq.cli.files import checkpoint_paths, refuse_exports
 from seq2seq.cli.runner import run
 from seq2seq.config import CONFIG_DIR
@@ -49,8 +51,6 @@ def check_target(output: Path) -> None:
 def default_decoding():
     """The ``decoding`` export starts from (``configs/export.yaml``): the beam preset, the search
     that translate and evaluate run by default."""
-    from omegaconf import OmegaConf
-
     preset = OmegaConf.load(CONFIG_DIR / "decoding" / "beam.yaml")
     return OmegaConf.merge(OmegaConf.structured(DecodingConfig), preset)
 

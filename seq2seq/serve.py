@@ -25,6 +25,7 @@ def serve(cfg) -> None:
         import uvicorn  # noqa: F401
     except ImportError:
         raise UserError("FastAPI and uvicorn are not installed: pip install 'seq2seq[serve]'") from None
+    # FastAPI and uvicorn are optional (the [serve] extra): the server's modules load once they are found.
     from seq2seq.serving.app import create_app
     from seq2seq.serving.info import describe_model
     from seq2seq.serving.server import run_server

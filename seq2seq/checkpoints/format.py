@@ -130,7 +130,7 @@ def carry_tokenizer(reference: dict, tokenizer) -> dict:
     """A checkpoint's ``tokenizer`` entry: ``reference`` (files and hashes, as
     ``tokenizer_reference`` makes it) with the models' bytes added as uint8 tensors (one
     shared tensor when joint, saved once), which ``weights_only`` loading accepts."""
-    import torch
+    import torch  # only where a checkpoint is written: the names above serve start-ups without it
 
     tensors: dict[str, torch.Tensor] = {}
     for role in ("src", "tgt"):

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from seq2seq.checkpoints.lineage import ancestors
 from seq2seq.cli.files import checkpoint_paths, refuse_exports, refuse_transformers_exports
 from seq2seq.errors import UserError
-from seq2seq.inference.ctranslate2.format import is_export
+from seq2seq.inference.ctranslate2.format import is_export, read_export
 
 
 def make_translator(cfg):
@@ -46,9 +47,6 @@ def lineages(value: str) -> dict[str, list[dict]]:
     """For each checkpoint (or export) of ``checkpoint=``, the chain of parents its weights
     were fine-tuned from, nearest first (``checkpoints/lineage.py``); [] for a model trained
     from random weights. An export's is its checkpoint's, read without torch."""
-    from seq2seq.checkpoints.lineage import ancestors
-    from seq2seq.inference.ctranslate2.format import read_export
-
     found = {}
     for path in checkpoint_paths(value):
         if is_export(path):

@@ -13,7 +13,7 @@ from typing import Annotated
 from omegaconf import OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
-from seq2seq.decoding.options import SEARCH_KEYS, DecodingConfig, search_name
+from seq2seq.decoding.options import SEARCH_KEYS, DecodingConfig, check_decoding, search_name
 from seq2seq.errors import UserError
 
 # The decoding keys a request may set, each a decoding.* key of the same name.
@@ -146,8 +146,6 @@ def request_decoding(base, key: tuple):
         for name in SEARCH_KEYS["beam"] | SEARCH_KEYS["sampling"]:
             if name not in SEARCH_KEYS[search_name(cfg)] and name not in own and name != "sampling":
                 cfg[name] = getattr(defaults, name)
-    from seq2seq.decoding.options import check_decoding
-
     check_decoding(cfg, key="options")
     return cfg
 

@@ -24,6 +24,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from seq2seq.checkpoints.checkpointer import Saved
@@ -80,8 +81,6 @@ def architecture_keys(target: str) -> dict:
     """The constructor arguments of the model class ``target`` (a dotted path) that fix its
     architecture, with their defaults: every argument but those set from the tokenizer
     (``DATA_ARGUMENTS``) and the regularization rates (named ``*dropout``)."""
-    from hydra.utils import get_class
-
     try:
         cls = get_class(target)
     except Exception:  # noqa: BLE001 - not a class: nothing to compare but _target_

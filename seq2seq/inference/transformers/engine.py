@@ -16,6 +16,8 @@ from pathlib import Path
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.decoding import Hypothesis
 from seq2seq.decoding.common import max_output_length
+from seq2seq.inference.transformers.format import read_export, require_transformers
+from seq2seq.inference.transformers.tokenizer import SOURCE_SPM, TARGET_SPM
 from seq2seq.inference.translator import Translator
 from seq2seq.special import EOS_ID, PAD_ID
 
@@ -29,8 +31,6 @@ class TransformersTranslator(Translator):
     """
 
     def __init__(self, folder: str | Path, decoding, device: str = "cpu"):
-        from seq2seq.inference.transformers.format import read_export, require_transformers
-        from seq2seq.inference.transformers.tokenizer import SOURCE_SPM, TARGET_SPM
 
         folder = Path(folder)
         self.meta = read_export(folder)
@@ -44,6 +44,7 @@ class TransformersTranslator(Translator):
     def generate_options(self, limit: int) -> dict:
         """``generate()``'s keyword arguments for a batch whose longest output may have ``limit``
         tokens (EOS included)."""
+        # convert.py maps weights with torch; the generation settings come from it when asked.
         from seq2seq.inference.transformers.convert import generation_settings
 
         settings, _ = generation_settings(dict(self.cfg), self.max_positions)
