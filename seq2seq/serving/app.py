@@ -180,6 +180,87 @@ def api_key_of(cfg) -> str | None:
     return cfg.get("api_key") or os.environ.get(API_KEY_VARIABLE) or None
 
 
+def add_error_handlers(app: FastAPI) -> None:
+    """Every error as JSON ``{"error": message, "field": field}`` (``error_response``)."""
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(request, exc: RequestValidationError):
+        status, field, message = validation_error(list(exc.errors()))
+        return error_response(status, message, field)
+
+    @app.exception_handler(HTTPException)
+    async def on_http(request, exc: HTTPException):
+        if exc.status_code == 404:
+            return error_response(404, f"{request.url.path}: no such route; see /docs", "path")
+        if exc.status_code == 405:
+            return error_response(405, f"{request.method} {request.url.path}: not allowed", "method")
+        if exc.status_code == 400:  # a body FastAPI could not read (not UTF-8, say)
+            return error_response(400, "body: cannot be read as JSON (is it UTF-8?)", "body")
+        return error_response(exc.status_code, str(exc.detail), None, getattr(exc, "headers", None))
+
+    @app.exception_handler(ApiError)
+    async def on_api_error(request, exc: ApiError):
+        return error_response(exc.status, exc.message, exc.field, exc.headers)
+
+    @app.exception_handler(UserError)
+    async def on_user_error(request, exc: UserError):
+        return error_response(422, str(exc), user_error_field(str(exc)))
+
+    @app.exception_handler(Exception)
+    async def on_bug(request, exc: Exception):  # logged by uvicorn with its traceback
+        return error_response(500, f"internal error: {type(exc).__name__}; the server's log has the details")
+
+
+def request_sentences(body: TranslateRequest, max_sentences: int, max_chars: int) -> list[str]:
+    """The sentences of a request, refused (``ApiError``) when empty, over ``max_sentences`` or
+    ``max_chars`` (413), or not valid Unicode."""
+    sentences = [body.text] if isinstance(body.text, str) else body.text
+    if isinstance(body.text, str) and not body.text.strip():
+        raise ApiError(422, "text", "text: empty; give a sentence")
+    if not sentences:
+        raise ApiError(422, "text", "text: an empty list; give at least one sentence")
+    if len(sentences) > max_sentences:
+        message = f"text: {len(sentences)} sentences; at most {max_sentences} (max_sentences) a request"
+        raise ApiError(413, "text", message)
+    chars = sum(len(s) for s in sentences)
+    if chars > max_chars:
+        raise ApiError(413, "text", f"text: {chars} characters; at most {max_chars} (max_chars) a request")
+    for i, s in enumerate(sentences):
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError:
+            where = "text" if isinstance(body.text, str) else f"text[{i}]"
+            raise ApiError(422, where, f"{where}: not valid Unicode (a lone surrogate)") from None
+    return sentences
+
+
+def check_attention(body: TranslateRequest, translator: Translator, engine: str | None) -> tuple | None:
+    """(layer, head) to return attention for, or None; refuses what the engine cannot show."""
+    if not body.attention:
+        if body.attention_layer is not None or body.attention_head is not None:
+            field = "attention_layer" if body.attention_layer is not None else "attention_head"
+            raise ApiError(422, field, f"{field}: needs attention=true")
+        return None
+    grid = translator.attention_grid
+    if grid is None:
+        raise ApiError(
+            422, "attention", f"attention: the {engine} engine serving this model gives no attention "
+            "weights (an export or an ensemble); serve a checkpoint with engine=torch",
+        )  # fmt: skip
+    layers, heads = grid
+    if body.attention_layer is not None and not -layers <= body.attention_layer < layers:
+        raise ApiError(
+            422, "attention_layer", f"attention_layer={body.attention_layer}: the model has {layers} "
+            f"layer(s) of attention, 0 to {layers - 1}",
+        )  # fmt: skip
+    if body.attention_head is not None and not 0 <= body.attention_head < heads:
+        raise ApiError(
+            422, "attention_head", f"attention_head={body.attention_head}: the model has {heads} "
+            f"head(s), 0 to {heads - 1} (null: their average)",
+        )  # fmt: skip
+    return body.attention_layer, body.attention_head
+
+
 def create_app(translator: Translator, cfg, model_info: dict) -> FastAPI:
     """The app serving ``translator`` under the ``serve`` config ``cfg``; ``model_info`` is
     what ``GET /v1/model`` answers (``info.describe_model``)."""
@@ -213,32 +294,7 @@ def create_app(translator: Translator, cfg, model_info: dict) -> FastAPI:
     max_body = 12 * cfg.max_chars + 64 * cfg.max_sentences + (1 << 16)  # \uXXXX escapes, quotes, options
     app.add_middleware(Guard, api_key=api_key_of(cfg), max_body=max_body)
 
-    @app.exception_handler(RequestValidationError)
-    async def on_validation(request, exc: RequestValidationError):
-        status, field, message = validation_error(list(exc.errors()))
-        return error_response(status, message, field)
-
-    @app.exception_handler(HTTPException)
-    async def on_http(request, exc: HTTPException):
-        if exc.status_code == 404:
-            return error_response(404, f"{request.url.path}: no such route; see /docs", "path")
-        if exc.status_code == 405:
-            return error_response(405, f"{request.method} {request.url.path}: not allowed", "method")
-        if exc.status_code == 400:  # a body FastAPI could not read (not UTF-8, say)
-            return error_response(400, "body: cannot be read as JSON (is it UTF-8?)", "body")
-        return error_response(exc.status_code, str(exc.detail), None, getattr(exc, "headers", None))
-
-    @app.exception_handler(ApiError)
-    async def on_api_error(request, exc: ApiError):
-        return error_response(exc.status, exc.message, exc.field, exc.headers)
-
-    @app.exception_handler(UserError)
-    async def on_user_error(request, exc: UserError):
-        return error_response(422, str(exc), user_error_field(str(exc)))
-
-    @app.exception_handler(Exception)
-    async def on_bug(request, exc: Exception):  # logged by uvicorn with its traceback
-        return error_response(500, f"internal error: {type(exc).__name__}; the server's log has the details")
+    add_error_handlers(app)
 
     errors = {status: {"model": ErrorBody} for status in (400, 401, 413, 422, 503)}
 
@@ -272,31 +328,11 @@ def create_app(translator: Translator, cfg, model_info: dict) -> FastAPI:
         response_model_exclude_none=True, responses=errors,
     )  # fmt: skip
     async def translate(body: TranslateRequest, request: Request):
-        sentences = [body.text] if isinstance(body.text, str) else body.text
-        if isinstance(body.text, str) and not body.text.strip():
-            raise ApiError(422, "text", "text: empty; give a sentence")
-        if not sentences:
-            raise ApiError(422, "text", "text: an empty list; give at least one sentence")
-        if len(sentences) > cfg.max_sentences:
-            message = (
-                f"text: {len(sentences)} sentences; at most {cfg.max_sentences} (max_sentences) a request"
-            )
-            raise ApiError(413, "text", message)
-        chars = sum(len(s) for s in sentences)
-        if chars > cfg.max_chars:
-            raise ApiError(
-                413, "text", f"text: {chars} characters; at most {cfg.max_chars} (max_chars) a request"
-            )
-        for i, s in enumerate(sentences):
-            try:
-                s.encode("utf-8")
-            except UnicodeEncodeError:
-                where = "text" if isinstance(body.text, str) else f"text[{i}]"
-                raise ApiError(422, where, f"{where}: not valid Unicode (a lone surrogate)") from None
+        sentences = request_sentences(body, cfg.max_sentences, cfg.max_chars)
         check_language(body.options, target_language)
         key = option_key(body.options, decoding)
         request_cfg = decoding_for(key)
-        attention = check_attention(body)
+        attention = check_attention(body, translator, model_info.get("engine"))
         texts = [clean_source(s) for s in sentences]
         todo = [i for i, t in enumerate(texts) if t]
         results: list = [[{"text": "", "score": 0.0}] for _ in texts]
@@ -317,33 +353,6 @@ def create_app(translator: Translator, cfg, model_info: dict) -> FastAPI:
             for i, sentence in zip(todo, future.result(), strict=True):
                 results[i] = sentence
         return {"translations": [answer(hyps, body.attention) for hyps in results]}
-
-    def check_attention(body: TranslateRequest) -> tuple | None:
-        """(layer, head) to return attention for, or None; refuses what the engine cannot show."""
-        if not body.attention:
-            if body.attention_layer is not None or body.attention_head is not None:
-                field = "attention_layer" if body.attention_layer is not None else "attention_head"
-                raise ApiError(422, field, f"{field}: needs attention=true")
-            return None
-        grid = translator.attention_grid
-        if grid is None:
-            engine = model_info.get("engine")
-            raise ApiError(
-                422, "attention", f"attention: the {engine} engine serving this model gives no attention "
-                "weights (an export or an ensemble); serve a checkpoint with engine=torch",
-            )  # fmt: skip
-        layers, heads = grid
-        if body.attention_layer is not None and not -layers <= body.attention_layer < layers:
-            raise ApiError(
-                422, "attention_layer", f"attention_layer={body.attention_layer}: the model has {layers} "
-                f"layer(s) of attention, 0 to {layers - 1}",
-            )  # fmt: skip
-        if body.attention_head is not None and not 0 <= body.attention_head < heads:
-            raise ApiError(
-                422, "attention_head", f"attention_head={body.attention_head}: the model has {heads} "
-                f"head(s), 0 to {heads - 1} (null: their average)",
-            )  # fmt: skip
-        return body.attention_layer, body.attention_head
 
     return app
 
