@@ -113,6 +113,17 @@ def run_main(module: str, *args: str, monkeypatch, capsys):
     return SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
 
+def run_bench_decode(checkpoint: Path, corpus: dict[str, Path], cwd: Path, *args: str) -> str:
+    """Run ``scripts/bench_decode.py`` on ``checkpoint`` and the tiny corpus's test split, one
+    round, with ``args`` (engines, modes); returns what it printed, after checking it succeeded."""
+    script = ROOT / "scripts" / "bench_decode.py"
+    base = [f"--checkpoint={checkpoint}", "--cache=on", "--rounds=1"]
+    base += [f"--test-src={corpus['test.de']}", f"--test-ref={corpus['test.en']}"]
+    out = subprocess.run([sys.executable, str(script), *base, *args], capture_output=True, text=True, cwd=cwd)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 def last_losses(run: Path) -> dict[int, float]:
     """Step -> the last loss ``metrics.jsonl`` holds for it (a resumed run logs some steps twice)."""
     losses = {}

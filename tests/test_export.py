@@ -30,7 +30,7 @@ from seq2seq.inference.ctranslate2.vocab_map import candidates, cooccurrences, t
 from seq2seq.inference.torch_engine import TorchTranslator
 from seq2seq.translate import translate  # noqa: E402
 
-from .conftest import assert_one_error, head, run_cli, tiny_overrides  # noqa: E402
+from .conftest import ROOT, assert_one_error, head, run_bench_decode, run_cli, tiny_overrides  # noqa: E402
 
 SOURCES = [
     "Ein Mann fährt Fahrrad.",
@@ -398,16 +398,12 @@ def test_export_with_a_vocabulary_map_needs_the_training_data(runs, tmp_path):
 
 @pytest.mark.slow
 def test_bench_decode_measures_an_export_with_a_vocabulary_map(runs, tiny_corpus, tmp_path):
-    script = Path(__file__).resolve().parent.parent / "scripts" / "bench_decode.py"
     best = runs["pre_norm"] / "checkpoints" / "best.pt"
-    args = [
-        f"--checkpoint={best}", "--engines=torch,ct2_int8,ct2_int8_vmap", "--modes=beam", "--cache=on",
-        f"--test-src={tiny_corpus['test.de']}", f"--test-ref={tiny_corpus['test.en']}", "--rounds=1",
-    ]  # fmt: skip
-    out = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    rows = [line for line in out.stdout.splitlines() if "ct2_int8" in line and line.startswith("|")]
-    assert len(rows) == 2 and any("ct2_int8_vmap" in row for row in rows), out.stdout
+    engines = "--engines=torch,ct2_int8,ct2_int8_vmap"
+    printed = run_bench_decode(best, tiny_corpus, tmp_path, engines, "--modes=beam")
+    rows = [line for line in printed.splitlines() if "ct2_int8" in line and line.startswith("|")]
+    assert len(rows) == 2 and any("ct2_int8_vmap" in row for row in rows), printed
+    script = ROOT / "scripts" / "bench_decode.py"
     spec = importlib.util.spec_from_file_location("bench_decode", script)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

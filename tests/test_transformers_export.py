@@ -37,7 +37,7 @@ from seq2seq.models import Transformer  # noqa: E402
 from seq2seq.special import BOS_ID, EOS_ID, PAD_ID  # noqa: E402
 from seq2seq.translate import translate  # noqa: E402
 
-from .conftest import assert_one_error, head, run_cli, tiny_overrides  # noqa: E402
+from .conftest import assert_one_error, head, run_bench_decode, run_cli, tiny_overrides  # noqa: E402
 
 OLD = Path(__file__).resolve().parent / "fixtures" / "format2"
 SOURCES = [
@@ -436,14 +436,8 @@ def test_translating_a_ctranslate2_export_imports_neither_torch_nor_transformers
 
 @pytest.mark.slow
 def test_bench_decode_times_generate_beside_our_engine(runs, tiny_corpus, tmp_path):
-    script = Path(__file__).resolve().parent.parent / "scripts" / "bench_decode.py"
     best = runs["pre_norm"] / "checkpoints" / "best.pt"
-    args = [
-        f"--checkpoint={best}", "--engines=torch,transformers", "--modes=greedy", "--cache=on",
-        f"--test-src={tiny_corpus['test.de']}", f"--test-ref={tiny_corpus['test.en']}", "--rounds=1",
-    ]  # fmt: skip
-    out = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    rows = [line.split(" | ") for line in out.stdout.splitlines() if line.startswith("| checkpoint")]
-    assert [r[0] for r in rows] == ["| checkpoint, torch", "| checkpoint, transformers"], out.stdout
+    printed = run_bench_decode(best, tiny_corpus, tmp_path, "--engines=torch,transformers", "--modes=greedy")
+    rows = [line.split(" | ") for line in printed.splitlines() if line.startswith("| checkpoint")]
+    assert [r[0] for r in rows] == ["| checkpoint, torch", "| checkpoint, transformers"], printed
     assert float(rows[1][3].replace(",", "")) > 0  # sentences/s
