@@ -76,6 +76,31 @@ def tiny_overrides(corpus: dict[str, Path], model: str = "transformer") -> list[
     ]
 
 
+# Enough training that most outputs end with EOS before their length limit; fp32, so that the
+# same model is trained on every CPU (auto picks bf16 where AMX is).
+LEARN = ["trainer.max_steps=0", "trainer.max_epochs=12", "trainer.eval_every=100", "trainer.patience=0",
+         "optim.lr=3e-3", "optim.warmup_steps=20", "optim.decay=inverse_sqrt",
+         "model.d_model=64", "model.ffn_dim=128", "trainer.precision=fp32"]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def trained_transformer(tiny_corpus, tmp_path_factory):
+    """``trained_transformer(name, *overrides)``: the run directory of a tiny Transformer trained
+    with ``LEARN`` and ``overrides``, trained once per name for the whole session (the export
+    tests of both formats share them)."""
+    work = tmp_path_factory.mktemp("trained_transformers")
+    made: dict[str, Path] = {}
+
+    def trained(name: str, *overrides: str) -> Path:
+        if name not in made:
+            args = [*tiny_overrides(tiny_corpus), *overrides, *LEARN, "trainer.samples=0"]
+            run_cli("train", *args, f"hydra.run.dir={name}", cwd=work)
+            made[name] = work / name
+        return made[name]
+
+    return trained
+
+
 def run_cli(module: str, *args: str, cwd: Path, stdin: str | None = None, check: bool = True):
     """Run ``python -m seq2seq.<module> args`` and return the completed process."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}

@@ -42,29 +42,19 @@ SOURCES = [
 
 
 @pytest.fixture(scope="module")
-def runs(tiny_corpus, tmp_path_factory):
+def runs(tiny_corpus, tmp_path_factory, trained_transformer):
     """Tiny trained runs: a pre-norm Transformer (joint vocabulary), a post-norm one with
     separate source and target vocabularies, and a GRU. {name: run directory}."""
     work = tmp_path_factory.mktemp("export")
-    # Enough training that most outputs end with EOS before their length limit.
-    # fp32 so that the same model is trained on every CPU (auto picks bf16 where AMX is).
-    learn = ["trainer.max_steps=0", "trainer.max_epochs=12", "trainer.eval_every=100", "trainer.patience=0",
-             "optim.lr=3e-3", "optim.warmup_steps=20", "optim.decay=inverse_sqrt",
-             "model.d_model=64", "model.ffn_dim=128",
-             "trainer.precision=fp32"]  # fmt: skip
-    plans = {
-        "pre_norm": [*tiny_overrides(tiny_corpus), *learn],
-        "post_norm": [
-            *tiny_overrides(tiny_corpus),
-            "model.pre_norm=false",
-            "data.tokenizer.joint=false",
-            *learn,
-        ],
-        "gru": [*tiny_overrides(tiny_corpus, "gru_bahdanau"), "trainer.max_steps=1"],
+    gru = [*tiny_overrides(tiny_corpus, "gru_bahdanau"), "trainer.max_steps=1", "trainer.samples=0"]
+    run_cli("train", *gru, "hydra.run.dir=gru", cwd=work)
+    return {
+        "pre_norm": trained_transformer("pre_norm"),
+        "post_norm": trained_transformer(
+            "post_norm_two_vocabularies", "model.pre_norm=false", "data.tokenizer.joint=false"
+        ),
+        "gru": work / "gru",
     }
-    for name, args in plans.items():
-        run_cli("train", *args, f"hydra.run.dir={name}", "trainer.samples=0", cwd=work)
-    return {name: work / name for name in plans}
 
 
 def exported(run, quantization="float32"):

@@ -37,7 +37,7 @@ from seq2seq.models import Transformer  # noqa: E402
 from seq2seq.special import BOS_ID, EOS_ID, PAD_ID  # noqa: E402
 from seq2seq.translate import translate  # noqa: E402
 
-from .conftest import assert_one_error, head, run_bench_decode, run_cli, tiny_overrides  # noqa: E402
+from .conftest import assert_one_error, head, run_bench_decode, run_cli  # noqa: E402
 
 OLD = Path(__file__).resolve().parent / "fixtures" / "format2"
 SOURCES = [
@@ -294,17 +294,9 @@ PLANS = {  # name: (overrides, the class it becomes)
 
 
 @pytest.fixture(scope="module")
-def runs(tiny_corpus, tmp_path_factory):
+def runs(trained_transformer):
     """Tiny trained Transformers of every layout (``PLANS``): {name: run directory}."""
-    work = tmp_path_factory.mktemp("transformers_export")
-    # As tests/test_export.py trains them: most outputs end with EOS before their length limit.
-    learn = ["trainer.max_steps=0", "trainer.max_epochs=12", "trainer.eval_every=100", "trainer.patience=0",
-             "optim.lr=3e-3", "optim.warmup_steps=20", "optim.decay=inverse_sqrt",
-             "model.d_model=64", "model.ffn_dim=128", "trainer.precision=fp32"]  # fmt: skip
-    for name, (overrides, _) in PLANS.items():
-        args = [*tiny_overrides(tiny_corpus), *overrides, *learn, "trainer.samples=0"]
-        run_cli("train", *args, f"hydra.run.dir={name}", cwd=work)
-    return {name: work / name for name in PLANS}
+    return {name: trained_transformer(name, *overrides) for name, (overrides, _) in PLANS.items()}
 
 
 def exported(run: Path, *overrides: str) -> Path:
