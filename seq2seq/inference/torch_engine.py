@@ -68,8 +68,8 @@ class TorchTranslator(Translator):
     def describe(self) -> dict:
         """``engine``: torch, ``parameters``: the model's weights (shared ones once), ``device``,
         and for an ensemble its ``members``' classes."""
-        unique = {id(p): p.numel() for p in self.model.parameters()}
-        info = {"engine": "torch", "parameters": sum(unique.values()), "device": str(self.device)}
+        parameters = sum(p.numel() for p in self.model.parameters())  # a tied matrix counts once
+        info = {"engine": "torch", "parameters": parameters, "device": str(self.device)}
         members = getattr(self.model, "members", None)  # an ensemble's models
         if members is not None:
             info["members"] = [type(m).__name__ for m in members]

@@ -259,10 +259,10 @@ class Transformer(EncoderDecoder):
         chosen = range(len(self.decoder))[self.attention_layer if layer is None else layer]
         group = self.rows_per_sentence(state)
         new_k, new_v, weights = [], [], None
-        for i, layer in enumerate(self.decoder):
+        for i, block in enumerate(self.decoder):
             cache = None if first else (state["self_k"][i], state["self_v"][i])
             kv = (state["cross_k"][i], state["cross_v"][i])
-            x, (k, v), w = layer(x, None, kv, cross_mask, cache, need_weights and i == chosen, group)
+            x, (k, v), w = block(x, None, kv, cross_mask, cache, need_weights and i == chosen, group)
             new_k.append(k)
             new_v.append(v)
             weights = w if w is not None else weights

@@ -30,7 +30,7 @@ def write_export(
         "quantization": quantization,
         "source": str(source),
         "max_positions": model.max_positions,
-        "parameters": sum({id(p): p.numel() for p in model.parameters()}.values()),
+        "parameters": sum(p.numel() for p in model.parameters()),  # a tied matrix counts once
         "tokenizer": tokenizer_reference(copied, folder),
         "config": config,
         "parent": parent,
