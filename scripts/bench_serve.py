@@ -94,6 +94,14 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, await reader.readexactly(length)
 
 
+def translated(api: str, body: bytes) -> bool:
+    """Whether a 200 answer holds a translation (OpenNMT-py answers 200 with {"error": ...} too)."""
+    answer = json.loads(body)
+    if api == "opennmt":
+        return isinstance(answer, list) and isinstance(answer[0][0].get("tgt"), str)
+    return isinstance(answer.get("translations", [{}])[0].get("text"), str)
+
+
 async def client(address: str, api: str, sentences: list[str], offset: int, stop: float, budget, latencies):
     """Send sentences one request at a time until ``stop`` (a loop.time()) or the shared budget ends."""
     host, port = address.rsplit(":", 1)
@@ -105,9 +113,9 @@ async def client(address: str, api: str, sentences: list[str], offset: int, stop
             budget[0] -= 1
             sent = loop.time()
             writer.write(request_bytes(address, api, sentences[i % len(sentences)]))
-            status, _ = await read_response(reader)
-            if status != 200:
-                raise RuntimeError(f"status {status}")
+            status, body = await read_response(reader)
+            if status != 200 or not translated(api, body):
+                raise RuntimeError(f"status {status}: {body[:200]!r}")
             latencies.append(loop.time() - sent)
             i += 1
     finally:
