@@ -13,7 +13,8 @@ from seq2seq.inference.ctranslate2.format import is_export, read_export
 
 def make_translator(cfg):
     """Load ``cfg.checkpoint`` (one checkpoint, several as an ensemble, or a CTranslate2
-    export) and wrap it in a translator for ``cfg.decoding`` on ``cfg.engine``.
+    export) and wrap it in a translator for ``cfg.decoding`` on ``cfg.engine``, into
+    ``cfg.tgt_lang`` (required by a multilingual model, refused by a bilingual one).
     Returns (translator, the training config)."""
     paths = checkpoint_paths(cfg.checkpoint)
     refuse_transformers_exports(paths)
@@ -28,7 +29,10 @@ def make_translator(cfg):
         # CTranslate2 is an optional dependency, imported only when it runs.
         from seq2seq.inference.ctranslate2.engine import ctranslate2_translator
 
-        return ctranslate2_translator(paths[0], cfg.decoding, cfg.device, cfg.precision, cfg.num_threads)
+        translator, train_cfg = ctranslate2_translator(
+            paths[0], cfg.decoding, cfg.device, cfg.precision, cfg.num_threads
+        )
+        return translator.with_target(cfg.tgt_lang), train_cfg
 
     refuse_exports(paths)
     # torch loads only here: translating an export never starts it (about 2 s).
@@ -40,7 +44,8 @@ def make_translator(cfg):
     device = pick_device(cfg.device, "device")
     precision = pick_precision(cfg.precision, device, "precision", train=False)
     model, tokenizer, train_cfg = load_models(paths, device)
-    return TorchTranslator(model, tokenizer, cfg.decoding, device, precision), train_cfg
+    translator = TorchTranslator(model, tokenizer, cfg.decoding, device, precision)
+    return translator.with_target(cfg.tgt_lang), train_cfg
 
 
 def lineages(value: str) -> dict[str, list[dict]]:
