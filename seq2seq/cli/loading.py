@@ -11,10 +11,11 @@ from seq2seq.errors import UserError
 from seq2seq.inference.ctranslate2.format import is_export, read_export
 
 
-def make_translator(cfg):
+def make_translator(cfg, target_required: bool = True):
     """Load ``cfg.checkpoint`` (one checkpoint, several as an ensemble, or a CTranslate2
     export) and wrap it in a translator for ``cfg.decoding`` on ``cfg.engine``, into
-    ``cfg.tgt_lang`` (required by a multilingual model, refused by a bilingual one).
+    ``cfg.tgt_lang`` (required by a multilingual model unless not ``target_required``, a
+    server's, whose requests may name theirs; refused by a bilingual one).
     Returns (translator, the training config)."""
     paths = checkpoint_paths(cfg.checkpoint)
     refuse_transformers_exports(paths)
@@ -32,7 +33,7 @@ def make_translator(cfg):
         translator, train_cfg = ctranslate2_translator(
             paths[0], cfg.decoding, cfg.device, cfg.precision, cfg.num_threads
         )
-        return translator.with_target(cfg.tgt_lang), train_cfg
+        return _targeted(translator, cfg.tgt_lang, target_required), train_cfg
 
     refuse_exports(paths)
     # torch loads only here: translating an export never starts it (about 2 s).
@@ -45,7 +46,12 @@ def make_translator(cfg):
     precision = pick_precision(cfg.precision, device, "precision", train=False)
     model, tokenizer, train_cfg = load_models(paths, device)
     translator = TorchTranslator(model, tokenizer, cfg.decoding, device, precision)
-    return translator.with_target(cfg.tgt_lang), train_cfg
+    return _targeted(translator, cfg.tgt_lang, target_required), train_cfg
+
+
+def _targeted(translator, tgt_lang: str | None, required: bool):
+    """``translator`` into ``tgt_lang``; left as it is when none is given and none is required."""
+    return translator if tgt_lang is None and not required else translator.with_target(tgt_lang)
 
 
 def lineages(value: str) -> dict[str, list[dict]]:
