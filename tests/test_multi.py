@@ -205,7 +205,7 @@ def test_a_multilingual_model_trains_validates_per_direction_exports_and_transla
     assert metrics["tgt_lang"] == "en" and metrics["sentences"] == 10
 
     run_cli("export", f"checkpoint={checkpoint}", "output=ct2", cwd=tmp_path)
-    sources = "".join(head(tiny_corpus["test.de"], 5))
+    sources = "".join(tiny_corpus["test.de"].read_text(encoding="utf-8").splitlines(keepends=True)[:5])
     outputs = {}
     for name, model in (("torch", str(checkpoint)), ("ct2", "ct2")):
         done = run_cli("translate", f"checkpoint={model}", "tgt_lang=en", "decoding.max_len_b=20", cwd=tmp_path,
