@@ -51,7 +51,9 @@ def test_split(data: dict, tgt_lang: str | None) -> dict:
     if len(into) != 1:
         which = f" into {tgt_lang}" if tgt_lang else ""
         named = f"several ({', '.join(into)})" if into else "none"
-        raise UserError(f"give src=FILE and ref=FILE: of the model's training corpora, {named} has a test split{which}")
+        raise UserError(
+            f"give src=FILE and ref=FILE: of the model's training corpora, {named} has a test split{which}"
+        )
     return next(iter(into.values()))["test"]
 
 

@@ -105,7 +105,9 @@ def test_tags_are_single_pieces_put_before_the_source(tagged_tokenizer):
     assert translator.encode(["Ein Hund."])[0] == [tok.target_tags["en"], *plain]
 
 
-def test_tgt_lang_is_required_by_a_multilingual_model_and_refused_by_a_bilingual_one(tagged_tokenizer, tmp_path):
+def test_tgt_lang_is_required_by_a_multilingual_model_and_refused_by_a_bilingual_one(
+    tagged_tokenizer, tmp_path
+):
     with pytest.raises(UserError, match=r"^tgt_lang is required: this model translates into de, en"):
         tagged_tokenizer.source_prefix(None)
     with pytest.raises(UserError, match=r"^tgt_lang=fr: this model translates into de, en only"):
@@ -153,13 +155,15 @@ def test_presets_of_several_corpora_compose():
 @pytest.mark.parametrize(
     "overrides, fragments",
     [
-        (["data=multi30k", "++data.corpora={x:{src:a,tgt:b,src_lang:de,tgt_lang:en}}"], ["data.train and data.corpora"]),
+        (["data=multi30k", "++data.corpora={x:{src:a,tgt:b,src_lang:de,tgt_lang:en}}"],
+         ["data.train and data.corpora"]),
         (["data=tatoeba_multi30k", "data.tokenizer.joint=false"], ["data.tokenizer.joint=false"]),
         (["data=tatoeba_multi30k", "data.corpora.multi30k.valid=null"], ["no entry has a valid split"]),
         (["data=tatoeba_multi30k", "data.corpora.tatoeba.weight=0"], ["data.corpora.tatoeba.weight=0"]),
         (["data=tatoeba_multi30k", "data.corpora.tatoeba.tgt_lang=e>n"], ["data.corpora.tatoeba.tgt_lang"]),
         (["data=multi30k_all", "data.corpora.en-de.valid.src=${data.corpora.de-en.valid.src}",
-          "data.corpora.en-de.src_lang=de", "data.corpora.en-de.tgt_lang=en"], ["one validation set per direction"]),
+          "data.corpora.en-de.src_lang=de", "data.corpora.en-de.tgt_lang=en"],
+         ["one validation set per direction"]),
     ],
 )  # fmt: skip
 def test_bad_corpora_are_refused_in_one_line(overrides, fragments):
@@ -208,11 +212,10 @@ def test_a_multilingual_model_trains_validates_per_direction_exports_and_transla
     sources = "".join(tiny_corpus["test.de"].read_text(encoding="utf-8").splitlines(keepends=True)[:5])
     outputs = {}
     for name, model in (("torch", str(checkpoint)), ("ct2", "ct2")):
-        done = run_cli("translate", f"checkpoint={model}", "tgt_lang=en", "decoding.max_len_b=20", cwd=tmp_path,
-                       stdin=sources)  # fmt: skip
-        outputs[name] = done.stdout
+        args = [f"checkpoint={model}", "tgt_lang=en", "decoding.max_len_b=20"]
+        outputs[name] = run_cli("translate", *args, cwd=tmp_path, stdin=sources).stdout
     assert outputs["ct2"] == outputs["torch"] and outputs["ct2"].count("\n") == 5
     into_de = run_cli("translate", "checkpoint=ct2", "tgt_lang=de", cwd=tmp_path, stdin=sources).stdout
     assert into_de != outputs["ct2"]  # the tag steers the output
-    assert_one_error(run_cli("translate", "checkpoint=ct2", "tgt_lang=fr", cwd=tmp_path, stdin="x\n", check=False),
-                     "tgt_lang=fr")  # fmt: skip
+    unknown = run_cli("translate", "checkpoint=ct2", "tgt_lang=fr", cwd=tmp_path, stdin="x\n", check=False)
+    assert_one_error(unknown, "tgt_lang=fr")

@@ -74,7 +74,9 @@ def _check_corpora(data: DictConfig) -> None:
             "(choose a preset without data.train, e.g. data=multi30k_all)"
         )
     if not data.tokenizer.joint:
-        raise UserError("data.tokenizer.joint=false: data.corpora share one vocabulary; set data.tokenizer.joint=true")
+        raise UserError(
+            "data.tokenizer.joint=false: data.corpora share one vocabulary; set data.tokenizer.joint=true"
+        )
     directions: dict[tuple[str, str], str] = {}
     for name, entry in data.corpora.items():
         key = f"data.corpora.{name}"
@@ -93,7 +95,8 @@ def _check_corpora(data: DictConfig) -> None:
             if entry[split] is not None:
                 for side in ("src", "tgt"):
                     if OmegaConf.is_missing(entry[split], side):
-                        raise UserError(f"{key}.{split}.{side} is required: add {key}.{split}.{side}=... or {key}.{split}=null")
+                        where = f"{key}.{split}"
+                        raise UserError(f"{where}.{side} is required: add {where}.{side}=... or {where}=null")
         direction = (entry.src_lang, entry.tgt_lang)
         if entry.valid is not None:
             if direction in directions:
@@ -103,7 +106,9 @@ def _check_corpora(data: DictConfig) -> None:
                 )
             directions[direction] = name
     if not directions:
-        raise UserError("data.corpora: no entry has a valid split; give one, e.g. data.corpora.NAME.valid.src=...")
+        raise UserError(
+            "data.corpora: no entry has a valid split; give one, e.g. data.corpora.NAME.valid.src=..."
+        )
 
 
 def _check_train(cfg: DictConfig) -> None:

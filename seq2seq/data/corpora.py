@@ -146,7 +146,13 @@ def joint_tokenizer(data_cfg, workers: int = 0) -> Tokenizer:
         sentences = [s for lang in sample for s in sample[lang]]
         threads = workers or data_cfg.num_workers or os.cpu_count() or 1
         train_sentencepiece(
-            sentences, tok.vocab_size, tok.model_type, tok.character_coverage, threads, tmp / TOKENIZER_MODEL, symbols
+            sentences,
+            tok.vocab_size,
+            tok.model_type,
+            tok.character_coverage,
+            threads,
+            tmp / TOKENIZER_MODEL,
+            symbols,
         )
         try:
             tmp.rename(folder)

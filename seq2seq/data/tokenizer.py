@@ -120,7 +120,9 @@ class Tokenizer:
         if not tags:
             if tgt_lang is None:
                 return []
-            raise UserError(f"{key}={tgt_lang}: this model translates into one language only; leave {key} out")
+            raise UserError(
+                f"{key}={tgt_lang}: this model translates into one language only; leave {key} out"
+            )
         if tgt_lang is None:
             raise UserError(
                 f"{key} is required: this model translates into {', '.join(sorted(tags))}; add {key}=LANG"

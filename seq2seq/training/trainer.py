@@ -135,7 +135,9 @@ class Trainer:
         self.data = self.setup_data()
         self.model, self.objective, self.translator = self.setup_model(self.data.tokenizer)
         self.valid = [
-            ValidSet.encode(self.data.tokenizer, v.src, v.tgt, self.model.max_positions, v.direction, v.tgt_lang)
+            ValidSet.encode(
+                self.data.tokenizer, v.src, v.tgt, self.model.max_positions, v.direction, v.tgt_lang
+            )
             for v in self.data.valid
         ]
         self.schedule, self.opt = self.setup_optimizer(self.model, self.data.batches_per_epoch)

@@ -95,7 +95,9 @@ def validate(model, translator, valid: ValidSet, max_tokens: int, device, precis
     return Validation(loss, math.exp(min(loss, 50)), bleu, best, texts)
 
 
-def validate_all(model, translator, valid: list[ValidSet], max_tokens: int, device, precision: str) -> Validation:
+def validate_all(
+    model, translator, valid: list[ValidSet], max_tokens: int, device, precision: str
+) -> Validation:
     """``validate`` on the only validation set, or on each direction's: then ``bleu`` and
     ``loss`` are the means over the directions (what early stopping compares), ``ppl`` the
     exponential of that loss, ``directions`` each one's scores, and the hypotheses those of
