@@ -52,7 +52,7 @@ class CorpusConfig:
     src_lang: str = setting("???", "source language code (de, en, ...)")
     tgt_lang: str = setting("???", "target language code; with several, sources get a <2xx> tag")
     weight: float = setting(
-        1.0, "counts the corpus this many times in the mixture: p ~ (weight * pairs) ** (1 / T)", POSITIVE
+        1.0, "counts the corpus this many times in the mixture: p ~ (weight * size) ** (1 / T)", POSITIVE
     )
     valid: SplitConfig | None = setting(None, "validation pairs of this direction ({src, tgt}), or null")
     test: SplitConfig | None = setting(None, "test pairs that evaluate uses by default, or null")
@@ -95,8 +95,8 @@ class DataConfig:
     )
     temperature: float = setting(
         1.0,
-        "data.corpora: batches come from corpus i with p_i ~ (weight_i * pairs_i) ** (1 / T); 1: in "
-        "proportion to size, more: flatter",
+        "data.corpora: a batch comes from corpus i with p_i ~ (weight_i * b_i) ** (1 / T), b_i its "
+        "batches a pass; 1: in proportion to size, more: flatter",
         POSITIVE,
     )
     max_len: int = setting(128, "pairs with more pieces on either side are left out of training", AT_LEAST_1)
