@@ -219,3 +219,21 @@ def test_a_multilingual_model_trains_validates_per_direction_exports_and_transla
     assert into_de != outputs["ct2"]  # the tag steers the output
     unknown = run_cli("translate", "checkpoint=ct2", "tgt_lang=fr", cwd=tmp_path, stdin="x\n", check=False)
     assert_one_error(unknown, "tgt_lang=fr")
+
+    # serve: a request names its target language (the server's tgt_lang is the default)
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from seq2seq.cli.loading import make_translator
+    from seq2seq.serving.app import create_app
+    from seq2seq.serving.info import describe_model
+
+    cfg = compose("serve", [f"checkpoint={tmp_path / 'ct2'}"])
+    translator, train_config = make_translator(cfg, target_required=False)
+    with TestClient(create_app(translator, cfg, describe_model(translator, train_config, cfg))) as client:
+        assert client.get("/v1/model").json()["languages"]["tags"] == ["de", "en"]
+        first = sources.splitlines()[0]
+        answer = client.post("/v1/translate", json={"text": first, "options": {"tgt_lang": "en"}}).json()
+        assert answer["translations"][0]["text"] == outputs["ct2"].splitlines()[0]
+        missing = client.post("/v1/translate", json={"text": first})
+        assert missing.status_code == 422 and missing.json()["field"] == "options.tgt_lang"
