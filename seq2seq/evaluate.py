@@ -40,12 +40,29 @@ def score(hypotheses: list[str], references: list[str]) -> dict:
     }
 
 
+def test_split(data: dict, tgt_lang: str | None) -> dict:
+    """The test split a model was trained with: ``data.test``, or with ``data.corpora`` the
+    ``test`` of the one corpus into ``tgt_lang`` that has one (else one line asking for
+    ``src=``/``ref=``)."""
+    corpora = data.get("corpora") or {}
+    if not corpora:
+        return data["test"]
+    into = {name: e for name, e in corpora.items() if e.get("test") and tgt_lang in (None, e["tgt_lang"])}
+    if len(into) != 1:
+        which = f" into {tgt_lang}" if tgt_lang else ""
+        named = f"several ({', '.join(into)})" if into else "none"
+        raise UserError(
+            f"give src=FILE and ref=FILE: of the model's training corpora, {named} has a test split{which}"
+        )
+    return next(iter(into.values()))["test"]
+
+
 def evaluate(cfg) -> dict:
     """Translate and score the test split (or ``src=``/``ref=``); print and save the metrics."""
     if (cfg.src is None) != (cfg.ref is None):
         raise UserError("give both src=FILE and ref=FILE, or neither to use the test split")
     translator, train_cfg = make_translator(cfg)
-    test = train_cfg["data"]["test"]
+    test = test_split(train_cfg["data"], cfg.tgt_lang) if cfg.src is None else {}
     src_path, ref_path = cfg.src or test["src"], cfg.ref or test["tgt"]
     src_key = "src=" if cfg.src else "src= (the checkpoint's data.test.src is not there)"
     ref_key = "ref=" if cfg.ref else "ref= (the checkpoint's data.test.tgt is not there)"
@@ -60,6 +77,7 @@ def evaluate(cfg) -> dict:
         checkpoint=str(cfg.checkpoint),
         src=str(src_path),
         ref=str(ref_path),
+        tgt_lang=cfg.tgt_lang,
         sentences=len(sources),
         decoding=dict(cfg.decoding),
         seconds=round(seconds, 1),

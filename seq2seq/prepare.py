@@ -39,6 +39,8 @@ def prepare_corpus(cfg) -> str:
         parent = load_parent(cfg.trainer.init_from)
         check_parent(cfg, parent)
         tokenizer = parent.tokenizer
+    if cfg.data.corpora:
+        return _prepare_corpora(cfg.data, tokenizer, start)
     key = corpus_key(cfg.data, tokenizer)
     found = (cache_folder(cfg.data, key[0]) / "meta.json").is_file()
     folder = prepare(cfg.data, key=key, tokenizer=tokenizer)
@@ -49,6 +51,22 @@ def prepare_corpus(cfg) -> str:
         f"data.max_len={cfg.data.max_len} left out; vocabulary {meta['vocab_size']['src']:,} "
         f"(target {meta['vocab_size']['tgt']:,}), ids as {meta['dtype']}; {time.time() - start:.1f} s"
     )
+
+
+def _prepare_corpora(data, tokenizer, start: float) -> str:
+    """``prepare_corpus`` of ``data.corpora``: the joint tokenizer and each corpus's folder."""
+    from seq2seq.data.corpora import prepare_corpora
+    from seq2seq.data.indexed import IndexedPairs
+
+    lines = []
+    for name, folder in zip(data.corpora, prepare_corpora(data, tokenizer), strict=True):
+        meta = IndexedPairs(folder).meta
+        lines.append(
+            f"{name}: {folder}\n  {meta['pairs']:,} pairs kept of {meta['lines']:,}, "
+            f"{meta['longer_than_max_len']:,} longer than data.max_len={data.max_len} left out"
+        )
+    lines.append(f"one vocabulary of {meta['vocab_size']['src']:,} pieces; {time.time() - start:.1f} s")
+    return "\n".join(lines)
 
 
 def main() -> None:

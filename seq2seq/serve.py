@@ -30,7 +30,7 @@ def serve(cfg) -> None:
     from seq2seq.serving.info import describe_model
     from seq2seq.serving.server import run_server
 
-    translator, train_config = make_translator(cfg)
+    translator, train_config = make_translator(cfg, target_required=False)  # requests may name it
     app = create_app(translator, cfg, describe_model(translator, train_config, cfg))
     stopped_by = run_server(app, cfg.host, cfg.port, cfg.shutdown_timeout)
     if stopped_by == signal.SIGINT:

@@ -27,10 +27,10 @@ from seq2seq.checkpoints.checkpointer import Checkpointer
 from seq2seq.checkpoints.format import CHECKPOINTS, LAST, TOKENIZER
 from seq2seq.cli.runner import asks_help, exits, show_help
 from seq2seq.config import CONFIG_DIR, check, compose, register_presets, require_model
-from seq2seq.data.preparation import corpus_key
 from seq2seq.errors import UserError
 from seq2seq.training import distributed
 from seq2seq.training.budget import completed
+from seq2seq.training.data import data_key
 from seq2seq.training.signals import Interrupted
 
 log = logging.getLogger("seq2seq.train")
@@ -119,7 +119,7 @@ def _already_complete(cfg: DictConfig, run_dir: Path | None) -> str | None:
 
     checkpointer = Checkpointer(run_dir, OmegaConf.to_container(cfg, resolve=True))
     saved = checkpointer.previous()
-    checkpointer.check_data(saved, corpus_key(cfg.data, kept_tokenizer(saved))[0])
+    checkpointer.check_data(saved, data_key(cfg.data, kept_tokenizer(saved))[0])
     done = completed(saved, cfg.trainer)
     return f"{done}; nothing changed" if done else None
 

@@ -11,9 +11,11 @@ from seq2seq.errors import UserError
 from seq2seq.inference.ctranslate2.format import is_export, read_export
 
 
-def make_translator(cfg):
+def make_translator(cfg, target_required: bool = True):
     """Load ``cfg.checkpoint`` (one checkpoint, several as an ensemble, or a CTranslate2
-    export) and wrap it in a translator for ``cfg.decoding`` on ``cfg.engine``.
+    export) and wrap it in a translator for ``cfg.decoding`` on ``cfg.engine``, into
+    ``cfg.tgt_lang`` (required by a multilingual model unless not ``target_required``, a
+    server's, whose requests may name theirs; refused by a bilingual one).
     Returns (translator, the training config)."""
     paths = checkpoint_paths(cfg.checkpoint)
     refuse_transformers_exports(paths)
@@ -28,7 +30,10 @@ def make_translator(cfg):
         # CTranslate2 is an optional dependency, imported only when it runs.
         from seq2seq.inference.ctranslate2.engine import ctranslate2_translator
 
-        return ctranslate2_translator(paths[0], cfg.decoding, cfg.device, cfg.precision, cfg.num_threads)
+        translator, train_cfg = ctranslate2_translator(
+            paths[0], cfg.decoding, cfg.device, cfg.precision, cfg.num_threads
+        )
+        return _targeted(translator, cfg.tgt_lang, target_required), train_cfg
 
     refuse_exports(paths)
     # torch loads only here: translating an export never starts it (about 2 s).
@@ -40,7 +45,13 @@ def make_translator(cfg):
     device = pick_device(cfg.device, "device")
     precision = pick_precision(cfg.precision, device, "precision", train=False)
     model, tokenizer, train_cfg = load_models(paths, device)
-    return TorchTranslator(model, tokenizer, cfg.decoding, device, precision), train_cfg
+    translator = TorchTranslator(model, tokenizer, cfg.decoding, device, precision)
+    return _targeted(translator, cfg.tgt_lang, target_required), train_cfg
+
+
+def _targeted(translator, tgt_lang: str | None, required: bool):
+    """``translator`` into ``tgt_lang``; left as it is when none is given and none is required."""
+    return translator if tgt_lang is None and not required else translator.with_target(tgt_lang)
 
 
 def lineages(value: str) -> dict[str, list[dict]]:

@@ -6,13 +6,14 @@ wrong type or out of its range, and a combination that cannot work all end in on
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import MISSING, fields, is_dataclass
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from seq2seq.config.model_arguments import with_constructor_defaults
-from seq2seq.config.schema import SCHEMAS
+from seq2seq.config.schema import CORPUS_KEYS, SCHEMAS
 from seq2seq.decoding.options import check_decoding
 from seq2seq.errors import UserError
 
@@ -33,7 +34,7 @@ def _value(cfg, key: str):
 
 def _leaf_keys(cfg: DictConfig, prefix: str = ""):
     for name, value in cfg.items_ex(resolve=False):
-        if OmegaConf.is_dict(value):
+        if OmegaConf.is_dict(value) and not value._is_none():  # a null node is a leaf
             yield from _leaf_keys(value, f"{prefix}{name}.")
         else:
             yield f"{prefix}{name}"
@@ -42,10 +43,13 @@ def _leaf_keys(cfg: DictConfig, prefix: str = ""):
 def _check_ranges(cfg: DictConfig, schema, command: str) -> None:
     known = {key for key, _ in schema_fields(schema)}
     for key in _leaf_keys(cfg):
-        if key not in known and key != "model" and not key.startswith("model."):
+        if key not in known and key != "model" and not key.startswith(("model.", "data.corpora.")):
             raise UserError(f"{key}: no such key; python -m seq2seq.{command} --help lists every key")
+    several = command == "train" and bool(cfg.data.corpora)  # data.train/valid/test then unused
     for key, f in schema_fields(schema):
         parent, _, name = key.rpartition(".")
+        if several and key.startswith(("data.train.", "data.valid.", "data.test.")):
+            continue
         if OmegaConf.is_missing(OmegaConf.select(cfg, parent) if parent else cfg, name):
             raise UserError(f"{key} is required: add {key}=...")
         allowed, value = f.metadata["allowed"], _value(cfg, key)
@@ -56,7 +60,59 @@ def _check_ranges(cfg: DictConfig, schema, command: str) -> None:
             raise UserError(f"{key}={shown}: must be {allowed.describe()}")
 
 
+LANGUAGE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,15}")
+
+
+def _check_corpora(data: DictConfig) -> None:
+    """``data.corpora``: each entry complete, language codes fit for a ``<2xx>`` tag, one
+    joint vocabulary, no ``data.train`` beside them, one validation set per direction."""
+    if not data.corpora:
+        return
+    if not OmegaConf.is_missing(data.train, "src"):
+        raise UserError(
+            "data.train and data.corpora are both set; give one: the corpora replace data.train/valid/test "
+            "(choose a preset without data.train, e.g. data=multi30k_all)"
+        )
+    if not data.tokenizer.joint:
+        raise UserError(
+            "data.tokenizer.joint=false: data.corpora share one vocabulary; set data.tokenizer.joint=true"
+        )
+    directions: dict[tuple[str, str], str] = {}
+    for name, entry in data.corpora.items():
+        key = f"data.corpora.{name}"
+        for field in CORPUS_KEYS[:4]:
+            if OmegaConf.is_missing(entry, field):
+                raise UserError(f"{key}.{field} is required: add {key}.{field}=...")
+        for field in ("src_lang", "tgt_lang"):
+            if not LANGUAGE.fullmatch(entry[field]):
+                raise UserError(
+                    f"{key}.{field}={entry[field]}: a language code is a letter, then up to 15 letters, "
+                    "digits, - or _ (de, en, pt_BR)"
+                )
+        if not entry.weight > 0 or not math.isfinite(entry.weight):
+            raise UserError(f"{key}.weight={entry.weight}: must be a finite number > 0")
+        for split in ("valid", "test"):
+            if entry[split] is not None:
+                for side in ("src", "tgt"):
+                    if OmegaConf.is_missing(entry[split], side):
+                        where = f"{key}.{split}"
+                        raise UserError(f"{where}.{side} is required: add {where}.{side}=... or {where}=null")
+        direction = (entry.src_lang, entry.tgt_lang)
+        if entry.valid is not None:
+            if direction in directions:
+                raise UserError(
+                    f"{key}.valid: data.corpora.{directions[direction]} validates {'-'.join(direction)} "
+                    f"already; give one validation set per direction ({key}.valid=null)"
+                )
+            directions[direction] = name
+    if not directions:
+        raise UserError(
+            "data.corpora: no entry has a valid split; give one, e.g. data.corpora.NAME.valid.src=..."
+        )
+
+
 def _check_train(cfg: DictConfig) -> None:
+    _check_corpora(cfg.data)
     if len(cfg.optim.betas) != 2:
         raise UserError(f"optim.betas={list(cfg.optim.betas)}: must be two numbers, [beta1, beta2]")
     t = cfg.trainer
@@ -78,9 +134,11 @@ def _check_train(cfg: DictConfig) -> None:
 
     build_model(cfg.model, 16, 16, shared_vocab=True)  # every constructor check, before any work
     positions = cfg.model.get("max_positions")
-    if positions is not None and cfg.data.max_len > positions:
+    tag = int(len({entry.tgt_lang for entry in cfg.data.corpora.values()}) > 1)  # a <2xx> before sources
+    if positions is not None and cfg.data.max_len + tag > positions:
+        also = " plus the target-language tag" if tag else ""
         raise UserError(
-            f"data.max_len={cfg.data.max_len}: must be at most model.max_positions={positions}, the "
+            f"data.max_len={cfg.data.max_len}: must be at most model.max_positions={positions}{also}, the "
             f"longest sequence the model takes; lower data.max_len or raise model.max_positions"
         )
     if cfg.trainer.max_tokens < cfg.data.max_len:

@@ -110,6 +110,13 @@ def help_text(command: str, cfg: DictConfig | None = None) -> str:
         node = (OmegaConf.select(cfg, parent) if parent else cfg) if cfg is not None else None
         required = f.default == "???" if node is None else OmegaConf.is_missing(node, name)
         value = "??? (required)" if required else _value(cfg, key) if cfg is not None else f.default
+        corpora = _value(cfg, "data.corpora") if cfg is not None and command == "train" else None
+        if corpora and key.startswith(("data.train.", "data.valid.", "data.test.")):
+            value = "??? (unused: data.corpora)"
+        elif corpora and key == "data.corpora":
+            value = ", ".join(
+                f"{n} ({e.src_lang}-{e.tgt_lang}, weight {e.weight})" for n, e in corpora.items()
+            )
         allowed = f.metadata["allowed"]
         rule = f" [{allowed.describe()}]" if allowed is not None else ""
         rows.append((f"{key}={'null' if value is None else value}", f"{f.metadata['help']}{rule}"))

@@ -43,6 +43,25 @@ class SplitConfig:
 
 
 @dataclass
+class CorpusConfig:
+    """One entry of ``data.corpora``: a training corpus of one direction (checked by
+    ``seq2seq/config/checks.py``; ``--help`` lists these keys under ``data.corpora.NAME``)."""
+
+    src: str = setting("???", "source file of the training pairs (plain or .gz)")
+    tgt: str = setting("???", "target file, line-aligned with the source")
+    src_lang: str = setting("???", "source language code (de, en, ...)")
+    tgt_lang: str = setting("???", "target language code; with several, sources get a <2xx> tag")
+    weight: float = setting(
+        1.0, "counts the corpus this many times in the mixture: p ~ (weight * size) ** (1 / T)", POSITIVE
+    )
+    valid: SplitConfig | None = setting(None, "validation pairs of this direction ({src, tgt}), or null")
+    test: SplitConfig | None = setting(None, "test pairs that evaluate uses by default, or null")
+
+
+CORPUS_KEYS = ("src", "tgt", "src_lang", "tgt_lang", "weight", "valid", "test")
+
+
+@dataclass
 class TokenizerConfig:
     vocab_size: int = setting(8000, "SentencePiece pieces (per side when not joint)", Allowed(low=8))
     joint: bool = setting(True, "one vocabulary for both sides (lets the Transformer tie all embeddings)")
@@ -66,6 +85,20 @@ class DataConfig:
     train: SplitConfig = field(default_factory=SplitConfig)
     valid: SplitConfig = field(default_factory=SplitConfig)
     test: SplitConfig = field(default_factory=SplitConfig)
+    corpora: dict[str, CorpusConfig] = field(
+        default_factory=dict,
+        metadata={
+            "help": "several training corpora, one model: NAME: {src, tgt, src_lang, tgt_lang, weight, "
+            "valid, test} each, in place of data.train/valid/test (configs/data/multi30k_all.yaml)",
+            "allowed": None,
+        },
+    )
+    temperature: float = setting(
+        1.0,
+        "data.corpora: a batch comes from corpus i with p_i ~ (weight_i * b_i) ** (1 / T), b_i its "
+        "batches a pass; 1: in proportion to size, more: flatter",
+        POSITIVE,
+    )
     max_len: int = setting(128, "pairs with more pieces on either side are left out of training", AT_LEAST_1)
     train_lines: int = setting(0, "use only the first N training pairs (0: all)", AT_LEAST_0)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -160,6 +193,11 @@ class DecodeConfig:
         "auto",
         "torch, or ctranslate2 (an export, or a .pt converted at start-up); auto: by the checkpoint",
         Allowed(choices=("auto", "torch", "ctranslate2")),
+    )
+    tgt_lang: str | None = setting(
+        None,
+        "the target language of a multilingual model (its sources get the <2xx> tag); required by one, "
+        "refused by a model of one target language",
     )
     device: str = device_setting()
     precision: str = precision_setting("; with ctranslate2, the export's quantization")

@@ -12,7 +12,7 @@ def token_batches(
     src_lengths: Sequence[int] | np.ndarray,
     tgt_lengths: Sequence[int] | np.ndarray,
     max_tokens: int,
-    seed: int | None = None,
+    seed: int | tuple[int, ...] | None = None,
     epoch: int = 0,
 ) -> list[np.ndarray]:
     """Group example indices into batches of at most ``max_tokens`` padded tokens.
@@ -21,7 +21,8 @@ def token_batches(
     of n examples costs n times its longest example. Examples are sorted by that size
     (ties broken at random), packed in that order as long as they fit, and the batch
     order is shuffled. Each index appears in exactly one batch; an example longer than
-    ``max_tokens`` gets a batch of its own. The result depends only on ``(seed, epoch)``;
+    ``max_tokens`` gets a batch of its own. The result depends only on ``(seed, epoch)``
+    (``seed`` may be a tuple: a corpus's own stream, ``seq2seq/data/mixture.py``);
     ``seed=None`` keeps the length order for decoding (batches shortest first). Every
     epoch has as many batches (``count_batches``): only the ties and the order change.
 
@@ -39,7 +40,7 @@ def token_batches(
     counts = np.bincount(size)  # (max size + 1,) examples of each size
     rng = None
     if seed is not None:
-        rng = np.random.default_rng([seed, epoch])
+        rng = np.random.default_rng([*np.atleast_1d(seed).tolist(), epoch])
         stops = np.cumsum(counts)
         for start, stop in zip((stops - counts).tolist(), stops.tolist(), strict=True):
             if stop - start > 1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import re
 from pathlib import Path
 
 import sentencepiece as spm
@@ -19,6 +20,13 @@ from seq2seq.errors import UserError
 from seq2seq.special import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 log = logging.getLogger(__name__)
+
+TAG = re.compile(r"<2([A-Za-z][A-Za-z0-9_-]*)>")  # a target-language tag: <2en>
+
+
+def target_tag(lang: str) -> str:
+    """The piece that asks a multilingual model for target language ``lang``: ``<2lang>``."""
+    return f"<2{lang}>"
 
 
 def file_sha256(path: str | Path) -> str:
@@ -93,6 +101,37 @@ class Tokenizer:
         return self.src is self.tgt
 
     @property
+    def target_tags(self) -> dict[str, int]:
+        """Target language -> the id of its ``<2xx>`` tag, a user-defined piece of the source
+        model that a multilingual model's sources start with; {} for a bilingual model."""
+        if not hasattr(self, "_tags"):
+            self._tags = {}
+            for i in range(self.src.get_piece_size()):
+                match = TAG.fullmatch(self.src.id_to_piece(i))
+                if match:
+                    self._tags[match.group(1)] = i
+        return self._tags
+
+    def source_prefix(self, tgt_lang: str | None, key: str = "tgt_lang") -> list[int]:
+        """The ids put before every source for ``tgt_lang``: its tag when the model has
+        several target languages (then ``tgt_lang`` is required), else none (then it is
+        refused); one ``UserError`` naming ``key`` otherwise."""
+        tags = self.target_tags
+        if not tags:
+            if tgt_lang is None:
+                return []
+            raise UserError(
+                f"{key}={tgt_lang}: this model translates into one language only; leave {key} out"
+            )
+        if tgt_lang is None:
+            raise UserError(
+                f"{key} is required: this model translates into {', '.join(sorted(tags))}; add {key}=LANG"
+            )
+        if tgt_lang not in tags:
+            raise UserError(f"{key}={tgt_lang}: this model translates into {', '.join(sorted(tags))} only")
+        return [tags[tgt_lang]]
+
+    @property
     def src_vocab_size(self) -> int:
         return self.src.get_piece_size()
 
@@ -149,10 +188,18 @@ def referenced_tokenizer(ref: dict, base: Path, owner: Path) -> Tokenizer:
 
 
 def train_sentencepiece(
-    sentences: list[str], vocab_size: int, model_type: str, coverage: float, threads: int, out: Path
+    sentences: list[str],
+    vocab_size: int,
+    model_type: str,
+    coverage: float,
+    threads: int,
+    out: Path,
+    symbols: list[str] | None = None,
 ) -> None:
-    """Train a SentencePiece model on ``sentences`` with the project's special ids and write it to ``out``."""
+    """Train a SentencePiece model on ``sentences`` with the project's special ids and write it to
+    ``out``; ``symbols`` (target-language tags) become user-defined pieces, never split."""
     buffer = io.BytesIO()
+    extra = {"user_defined_symbols": list(symbols)} if symbols else {}
     try:
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(sentences),
@@ -168,6 +215,7 @@ def train_sentencepiece(
             input_sentence_size=0,  # the caller's sample is all it sees
             num_threads=threads,
             minloglevel=2,
+            **extra,
         )
     except RuntimeError as e:
         reason = str(e).split("] ")[-1].strip()  # SentencePiece's message, without its source location

@@ -44,16 +44,30 @@ class Translator:
     """
 
     model = None  # the torch model, for engines that have one (attention heatmaps)
+    prefix: list[int] = []  # ids before every source: the target-language tag (``with_target``)
+    tgt_lang: str | None = None
 
     def __init__(self, tokenizer: Tokenizer, decoding, max_positions: int | None = None):
         self.tokenizer, self.cfg, self.max_positions = tokenizer, decoding, max_positions
 
+    def with_target(self, tgt_lang: str | None, key: str = "tgt_lang") -> Translator:
+        """This translator, sharing its model, translating into ``tgt_lang``: a multilingual
+        model's sources then start with its tag. Required by a model of several target
+        languages, refused by one of one (``Tokenizer.source_prefix``; errors name ``key``)."""
+        prefix = self.tokenizer.source_prefix(tgt_lang, key)
+        other = copy.copy(self)
+        other.prefix, other.tgt_lang = prefix, tgt_lang
+        return other
+
     def encode(
         self, sentences: list[str], line_numbers: list[int] | None = None, warn: bool = True
     ) -> list[list[int]]:
-        """Source ids, cut to the model's longest input; a warning names the line
-        (``line_numbers[i]`` for sentence i, else i + 1) of every sentence cut."""
+        """Source ids (after the target-language tag, if any), cut to the model's longest
+        input; a warning names the line (``line_numbers[i]`` for sentence i, else i + 1) of
+        every sentence cut."""
         ids = self.tokenizer.encode_src(sentences)
+        if self.prefix:
+            ids = [self.prefix + row for row in ids]
         limit = self.max_positions
         if limit is not None:
             for i, row in enumerate(ids):

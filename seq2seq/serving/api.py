@@ -150,7 +150,15 @@ def request_decoding(base, key: tuple):
     return cfg
 
 
-def check_language(options: Options, target: str | None) -> None:
-    """Refuse a ``tgt_lang`` the model does not translate into."""
+def check_language(options: Options, target: str | None, translator=None):
+    """The translator that encodes a request's sentences. A multilingual model (target
+    tags): ``translator`` into ``options.tgt_lang``, or into the server's ``tgt_lang`` when the
+    request names none (one of them is required). Otherwise ``translator``, after refusing a
+    ``tgt_lang`` other than the model's ``target``."""
+    if translator is not None and translator.tokenizer.target_tags:
+        if options.tgt_lang is None and translator.tgt_lang is not None:
+            return translator
+        return translator.with_target(options.tgt_lang, "options.tgt_lang")
     if options.tgt_lang is not None and target is not None and options.tgt_lang != target:
         raise UserError(f"options.tgt_lang={options.tgt_lang}: this model translates into {target} only")
+    return translator

@@ -266,6 +266,8 @@ def create_app(translator: Translator, cfg, model_info: dict) -> FastAPI:
     what ``GET /v1/model`` answers (``info.describe_model``)."""
     decoding = cfg.decoding
     target_language = (model_info.get("languages") or {}).get("target")
+    if isinstance(target_language, list):  # data.corpora: one target, or a multilingual model's tags
+        target_language = target_language[0] if len(target_language) == 1 else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -329,7 +331,7 @@ def create_app(translator: Translator, cfg, model_info: dict) -> FastAPI:
     )  # fmt: skip
     async def translate(body: TranslateRequest, request: Request):
         sentences = request_sentences(body, cfg.max_sentences, cfg.max_chars)
-        check_language(body.options, target_language)
+        encoder = check_language(body.options, target_language, translator)  # a multilingual model's tag
         key = option_key(body.options, decoding)
         request_cfg = decoding_for(key)
         attention = check_attention(body, translator, model_info.get("engine"))
@@ -337,7 +339,7 @@ def create_app(translator: Translator, cfg, model_info: dict) -> FastAPI:
         todo = [i for i, t in enumerate(texts) if t]
         results: list = [[{"text": "", "score": 0.0}] for _ in texts]
         if todo:
-            ids = translator.encode([texts[i] for i in todo], warn=False)
+            ids = encoder.encode([texts[i] for i in todo], warn=False)
             seeded = bool(request_cfg.sampling) and request_cfg.get("seed") is not None
             job = Job(ids, key, request_cfg, solo=seeded and bool(key), attention=attention)
             try:

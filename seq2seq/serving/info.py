@@ -17,6 +17,21 @@ def checkpoint_hash(path: str) -> str:
     return file_sha256(Path(path) / "model.bin" if is_export(path) else path)
 
 
+def languages(data: dict, translator: Translator) -> dict:
+    """The model's languages: ``data.src_lang`` and ``tgt_lang``, or with ``data.corpora`` the
+    lists of them, and ``tags`` (a multilingual model's target languages, one of which
+    ``options.tgt_lang`` names; the server's ``tgt_lang`` is the default)."""
+    corpora = data.get("corpora") or {}
+    if not corpora:
+        return {"source": data.get("src_lang"), "target": data.get("tgt_lang")}
+    return {
+        "source": sorted({e["src_lang"] for e in corpora.values()}),
+        "target": sorted({e["tgt_lang"] for e in corpora.values()}),
+        "tags": sorted(translator.tokenizer.target_tags),
+        "default_target": translator.tgt_lang,
+    }
+
+
 def describe_model(translator: Translator, train_config: dict, cfg) -> dict:
     """Architecture, parameters, languages, engine, checkpoints and tokenizer with their
     sha256, the attention maps it can show, the decoding defaults and the request limits."""
@@ -31,7 +46,7 @@ def describe_model(translator: Translator, train_config: dict, cfg) -> dict:
         "architecture": "Ensemble" if members else architecture,
         "members": members,
         "parameters": engine.pop("parameters", None),
-        "languages": {"source": data.get("src_lang"), "target": data.get("tgt_lang")},
+        "languages": languages(data, translator),
         **engine,
         "checkpoints": [
             {"path": str(Path(p).resolve()), "sha256": checkpoint_hash(p)}

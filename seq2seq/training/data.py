@@ -1,5 +1,7 @@
 """What a run trains and validates on: the training split prepared once (or found prepared)
-and memory-mapped, the run directory's copy of its tokenizer, and the validation lines."""
+and memory-mapped, the run directory's copy of its tokenizer, and the validation lines.
+With ``data.corpora``, several prepared corpora joined (``seq2seq/data/mixture.py``) and one
+validation set per direction."""
 
 from __future__ import annotations
 
@@ -10,9 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from seq2seq.checkpoints.format import TOKENIZER
-from seq2seq.data.batching import count_batches
+from seq2seq.data.batching import count_batches, token_batches
+from seq2seq.data.corpora import mixture_key, prepare_corpora
 from seq2seq.data.indexed import IndexedPairs
-from seq2seq.data.preparation import open_prepared, prepare
+from seq2seq.data.mixture import MixedPairs, Mixture
+from seq2seq.data.preparation import corpus_key, open_prepared, prepare
 from seq2seq.data.reading import read_parallel
 from seq2seq.data.tokenizer import Tokenizer, open_tokenizer
 from seq2seq.errors import UserError
@@ -22,28 +26,55 @@ log = logging.getLogger("seq2seq.train")
 
 
 @dataclass
+class ValidLines:
+    """One validation split as text: its direction (``de-en``, None for a bilingual run) and
+    the target language whose tag its sources take (None: no tag)."""
+
+    src: list[str]
+    tgt: list[str]
+    direction: str | None = None
+    tgt_lang: str | None = None
+
+
+@dataclass
 class TrainingData:
     """What a run trains and validates on."""
 
-    pairs: IndexedPairs  # the prepared training pairs, memory-mapped
+    pairs: IndexedPairs | MixedPairs  # the prepared training pairs, memory-mapped
     tokenizer: Tokenizer  # the run directory's copy, which checkpoints refer to
-    lengths: tuple[np.ndarray, np.ndarray]  # (N,) source and (N,) target lengths of the pairs
+    lengths: tuple[np.ndarray, np.ndarray] | None  # (N,) source and (N,) target lengths (one corpus)
     batches_per_epoch: int  # of all processes together; the same every epoch
-    valid_lines: tuple[list[str], list[str]]  # the validation split's source and target lines
+    valid: list[ValidLines]  # one validation split, or one per direction of data.corpora
+    mixture: Mixture | None = None  # data.corpora: how an epoch draws from them
+
+    def epoch_order(self, max_tokens: int, seed: int, epoch: int) -> list[np.ndarray]:
+        """The batches of ``epoch`` (rows of ``pairs``), a function of ``(seed, epoch)``."""
+        if self.mixture is not None:
+            return self.mixture.batches(seed, epoch)
+        return token_batches(*self.lengths, max_tokens, seed, epoch)
+
+
+def data_key(data_cfg, tokenizer: Tokenizer | None = None) -> tuple[str, dict]:
+    """The key of the training data (``corpus_key``, or with ``data.corpora`` the mixture's)."""
+    return mixture_key(data_cfg, tokenizer) if data_cfg.corpora else corpus_key(data_cfg, tokenizer)
 
 
 def training_data(data_cfg, max_tokens: int, run_dir: Path, key, tokenizer: Tokenizer | None) -> TrainingData:
     """Prepare ``data_cfg``'s training split (corpus key ``key``; with ``tokenizer``, a
     fine-tune's parent's, instead of training one), copy its tokenizer into ``run_dir`` and
     read the validation split. Under torchrun the main process prepares, the others wait."""
+    if data_cfg.corpora:
+        return _mixed_data(data_cfg, max_tokens, run_dir, key, tokenizer)
+    if tokenizer is not None and tokenizer.target_tags:
+        raise UserError(
+            "trainer.init_from: the parent translates into several languages (target tags); fine-tune it "
+            "with data.corpora, whose tgt_lang picks the tag"
+        )
     main, world = distributed.is_main(), distributed.world_size()
     folder = prepare(data_cfg, key=key, tokenizer=tokenizer) if main else None
     folder = Path(distributed.from_main(str(folder) if folder else None))
     pairs, prepared_tokenizer = open_prepared(folder)
-    if main:
-        prepared_tokenizer.copy_to(run_dir / TOKENIZER)
-    distributed.barrier()  # the others read the main process's copy, which checkpoints refer to
-    run_tokenizer = open_tokenizer(run_dir / TOKENIZER, data_cfg.tokenizer.joint)
+    run_tokenizer = _run_tokenizer(prepared_tokenizer, run_dir, data_cfg)
     meta = pairs.meta
     log.info(
         "train: %d pairs kept, %d longer than data.max_len=%d left out (%s)",
@@ -53,7 +84,20 @@ def training_data(data_cfg, max_tokens: int, run_dir: Path, key, tokenizer: Toke
         folder,
     )
     lengths = (pairs.lengths("src"), pairs.lengths("tgt"))
-    batches = count_batches(*lengths, max_tokens)
+    batches = _check_batches(count_batches(*lengths, max_tokens), world)
+    valid_lines = read_parallel(data_cfg.valid.src, data_cfg.valid.tgt, "data.valid")
+    return TrainingData(pairs, run_tokenizer, lengths, batches, [ValidLines(*valid_lines)])
+
+
+def _run_tokenizer(prepared: Tokenizer, run_dir: Path, data_cfg) -> Tokenizer:
+    """The run directory's copy of the prepared tokenizer (the main process writes it)."""
+    if distributed.is_main():
+        prepared.copy_to(run_dir / TOKENIZER)
+    distributed.barrier()  # the others read the main process's copy, which checkpoints refer to
+    return open_tokenizer(run_dir / TOKENIZER, data_cfg.tokenizer.joint)
+
+
+def _check_batches(batches: int, world: int) -> int:
     if batches < world:
         raise UserError(
             f"the training data makes {batches} batches, fewer than the {world} "
@@ -61,5 +105,43 @@ def training_data(data_cfg, max_tokens: int, run_dir: Path, key, tokenizer: Toke
         )
     if world > 1:
         log.info("%d processes, %d steps per epoch", world, batches // world)
-    valid_lines = read_parallel(data_cfg.valid.src, data_cfg.valid.tgt, "data.valid")
-    return TrainingData(pairs, run_tokenizer, lengths, batches, valid_lines)
+    return batches
+
+
+def _mixed_data(data_cfg, max_tokens: int, run_dir: Path, key, tokenizer: Tokenizer | None) -> TrainingData:
+    """``training_data`` of ``data.corpora``: each corpus prepared with one tokenizer, joined."""
+    main, world = distributed.is_main(), distributed.world_size()
+    folders = [str(f) for f in prepare_corpora(data_cfg, tokenizer)] if main else None
+    folders = [Path(f) for f in distributed.from_main(folders)]
+    _, prepared_tokenizer = open_prepared(folders[0])
+    run_tokenizer = _run_tokenizer(prepared_tokenizer, run_dir, data_cfg)
+    names = list(data_cfg.corpora)
+    prefixes = [_prefix(run_tokenizer, data_cfg, name) for name in names]
+    pairs = MixedPairs(folders, prefixes, (key or mixture_key(data_cfg, tokenizer))[0])
+    weights = [data_cfg.corpora[name].weight for name in names]
+    mixture = Mixture(pairs.lengths(), [len(p) for p in prefixes], weights, data_cfg.temperature, max_tokens)
+    for name, corpus, p, m in zip(names, pairs.corpora, mixture.probabilities, mixture.quotas, strict=True):
+        entry = data_cfg.corpora[name]
+        log.info(
+            "train: %s (%s-%s) %d pairs kept, %d longer than data.max_len=%d left out; %.1f%% of the "
+            "batches, %d an epoch",
+            name, entry.src_lang, entry.tgt_lang, corpus.meta["pairs"], corpus.meta["longer_than_max_len"],
+            data_cfg.max_len, 100 * p, m,
+        )  # fmt: skip
+    batches = _check_batches(mixture.batches_per_epoch, world)
+    valid = []
+    for name in names:
+        entry = data_cfg.corpora[name]
+        if entry.valid is not None:
+            lines = read_parallel(entry.valid.src, entry.valid.tgt, f"data.corpora.{name}.valid")
+            tgt_lang = entry.tgt_lang if run_tokenizer.target_tags else None
+            valid.append(ValidLines(*lines, f"{entry.src_lang}-{entry.tgt_lang}", tgt_lang))
+    return TrainingData(pairs, run_tokenizer, None, batches, valid, mixture)
+
+
+def _prefix(tokenizer: Tokenizer, data_cfg, name: str) -> list[int]:
+    """The ids before each source of corpus ``name``: its target language's tag, when the
+    tokenizer has tags (a model of several target languages)."""
+    if not tokenizer.target_tags:
+        return []
+    return tokenizer.source_prefix(data_cfg.corpora[name].tgt_lang, f"data.corpora.{name}.tgt_lang")

@@ -84,15 +84,22 @@ class TrainingLog:
             return
         row = {"step": step, "elapsed": round(elapsed, 1), "improved": improved}
         row |= {name: round(getattr(result, name), 4) for name in ("loss", "ppl", "bleu")}
+        directions = result.directions or {}
+        if directions:
+            row["directions"] = {d: {k: round(v, 4) for k, v in s.items()} for d, s in directions.items()}
         self.validations.write(json.dumps(row) + "\n")
         for name in ("loss", "ppl", "bleu"):
             self.writer.add_scalar(f"valid/{name}", getattr(result, name), step)
+            for direction, scores in directions.items():  # valid/bleu/de-en, ...
+                self.writer.add_scalar(f"valid/{name}/{direction}", scores[name], step)
+        each = "".join(f", {d} {s['bleu']:.2f}" for d, s in directions.items())
         log.info(
-            "validation at step %d: loss %.4f ppl %.2f BLEU %.2f%s",
+            "validation at step %d: loss %.4f ppl %.2f BLEU %.2f%s%s",
             step,
             result.loss,
             result.ppl,
             result.bleu,
+            f" (mean of {len(directions)} directions{each})" if directions else "",
             " (best)" if improved else f" (best {best_bleu:.2f})",
         )
 

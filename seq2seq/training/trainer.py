@@ -38,10 +38,8 @@ from torch.utils.data import DataLoader
 
 from seq2seq.checkpoints.checkpointer import Checkpointer, Saved
 from seq2seq.checkpoints.loading import load_weights, model_for_tokenizer
-from seq2seq.data.batching import token_batches
 from seq2seq.data.collate import Batch
 from seq2seq.data.indexed import identity
-from seq2seq.data.preparation import corpus_key
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.data.workers import ignore_ctrl_c
 from seq2seq.device import output_rows_multiple, pick_device, pick_precision, set_threads
@@ -49,13 +47,13 @@ from seq2seq.errors import UserError
 from seq2seq.inference.torch_engine import TorchTranslator
 from seq2seq.training import distributed
 from seq2seq.training.budget import Progress, Stop, budget_fraction, budget_spent, completed
-from seq2seq.training.data import TrainingData, training_data
+from seq2seq.training.data import TrainingData, data_key, training_data
 from seq2seq.training.log import TrainingLog
 from seq2seq.training.parent import Parent, check_parent, describe_start, kept_tokenizer, load_parent
 from seq2seq.training.schedule import Schedule
 from seq2seq.training.signals import Interrupted, StopSignals
 from seq2seq.training.step import Objective, Optimization, StepResult, train_step
-from seq2seq.training.validation import ValidSet, validate
+from seq2seq.training.validation import ValidSet, validate_all
 
 log = logging.getLogger("seq2seq.train")
 
@@ -74,7 +72,7 @@ class Trainer:
     model: nn.Module  # the model being trained
     objective: nn.Module  # what a step calls: an Objective, maybe compiled, maybe DistributedDataParallel
     translator: TorchTranslator  # validation's
-    valid: ValidSet
+    valid: list[ValidSet]  # one, or one per direction of data.corpora
     schedule: Schedule  # the learning-rate factor; given the budget's fraction spent before each step
     opt: Optimization
     # Built by fit():
@@ -101,7 +99,7 @@ class Trainer:
             saved = self.checkpointer.previous()  # before anything in run_dir is overwritten
             self.find_parent(saved)
             # hashes the training files
-            self.data_key = corpus_key(self.cfg.data, self.kept_tokenizer) if self.main else None
+            self.data_key = data_key(self.cfg.data, self.kept_tokenizer) if self.main else None
             if saved is not None and self.main:
                 self.checkpointer.check_data(saved, self.data_key[0])
             if done := completed(saved, self.tcfg):
@@ -129,14 +127,19 @@ class Trainer:
         precision, the data, the model, its objective and translator, the validation set and
         the optimisation, kept in the attributes listed on the class."""
         if self.data_key is None and self.main:
-            self.data_key = corpus_key(self.cfg.data, self.kept_tokenizer)
+            self.data_key = data_key(self.cfg.data, self.kept_tokenizer)
         if self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg))
         self.device, self.precision = self.setup_device()
         self.data = self.setup_data()
         self.model, self.objective, self.translator = self.setup_model(self.data.tokenizer)
-        self.valid = ValidSet.encode(self.data.tokenizer, *self.data.valid_lines, self.model.max_positions)
+        self.valid = [
+            ValidSet.encode(
+                self.data.tokenizer, v.src, v.tgt, self.model.max_positions, v.direction, v.tgt_lang
+            )
+            for v in self.data.valid
+        ]
         self.schedule, self.opt = self.setup_optimizer(self.model, self.data.batches_per_epoch)
 
     # ----- setup -----------------------------------------------------------------------------
@@ -319,7 +322,7 @@ class Trainer:
     def epoch_batches(self) -> DataLoader:
         """This process's batches of the current epoch that are not done yet, collated
         ahead of the step by ``trainer.num_workers`` processes (pinned for CUDA)."""
-        order = token_batches(*self.data.lengths, self.tcfg.max_tokens, self.cfg.seed, self.progress.epoch)
+        order = self.data.epoch_order(self.tcfg.max_tokens, self.cfg.seed, self.progress.epoch)
         return DataLoader(
             self.data.pairs,
             batch_sampler=distributed.shard(order, self.progress.batch_in_epoch),
@@ -381,11 +384,11 @@ class Trainer:
         self.report.flush()
         try:
             with self.stops.abortable():
-                result = validate(
+                result = validate_all(
                     model, self.translator, valid, self.cfg.decoding.max_tokens, device, self.precision
                 )
                 self.report.samples(
-                    p.step, result, valid, model, self.data.tokenizer, device, self.tcfg.samples
+                    p.step, result, valid[0], model, self.data.tokenizer, device, self.tcfg.samples
                 )
         except Interrupted:
             return False, True

@@ -110,6 +110,11 @@ def vmap_lines(common: list[int], rules: dict[int, list[int]], src_pieces, tgt_p
 def training_pairs(config: dict, max_lines: int) -> tuple[list[str], list[str]]:
     """The first ``max_lines`` (0: all) training pairs named in a run's ``config``, streamed and
     checked as a corpus is prepared (``pair_chunks``: line-aligned files, UTF-8)."""
+    if config["data"].get("corpora"):
+        raise UserError(
+            "vmap=true: the checkpoint was trained on data.corpora (several corpora), from which no "
+            "vocabulary map is learnt; use vmap=false"
+        )
     train = {side: Path(config["data"]["train"][side]) for side in ("src", "tgt")}
     for side, path in train.items():
         if not path.is_file():
