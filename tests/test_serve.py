@@ -122,6 +122,19 @@ def test_routes_describe_the_model_and_its_health(client):
     assert "http://" not in page.text and "https://" not in page.text  # nothing fetched from elsewhere
 
 
+def test_a_checkpoint_that_carries_its_tokenizer_describes_it(tmp_path):
+    from seq2seq.average import average
+
+    alone = tmp_path / "alone.pt"  # an average carries its tokenizer, with no tokenizer/ beside it
+    average(compose("average", [f"inputs={TRANSFORMER}", f"output={alone}"]))
+    app, _ = make_app(alone)
+    with TestClient(app) as c:
+        tok = c.get("/v1/model").json()["tokenizer"]
+    spm = OLD / "transformer" / "tokenizer" / "spm.model"
+    assert tok["joint"] and tok["src"] == tok["tgt"]
+    assert tok["src"]["file"] == "spm.model" and tok["src"]["sha256"] == file_sha256(spm)
+
+
 def test_readyz_says_when_the_server_drains():
     app, _ = make_app(TRANSFORMER)
     with TestClient(app) as c:

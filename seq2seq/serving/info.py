@@ -54,15 +54,9 @@ def describe_model(translator: Translator, train_config: dict, cfg) -> dict:
         ],
         "tokenizer": {
             "joint": tok.joint,
-            "src": {
-                "file": tok.src_path.name,
-                "sha256": file_sha256(tok.src_path),
-                "pieces": tok.src_vocab_size,
-            },
-            "tgt": {
-                "file": tok.tgt_path.name,
-                "sha256": file_sha256(tok.tgt_path),
-                "pieces": tok.tgt_vocab_size,
+            **{
+                role: {"file": tok.names[role], "sha256": tok.sha256[role], "pieces": pieces}
+                for role, pieces in (("src", tok.src_vocab_size), ("tgt", tok.tgt_vocab_size))
             },
         },
         "max_positions": translator.max_positions,
