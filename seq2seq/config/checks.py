@@ -70,6 +70,12 @@ def _check_train(cfg: DictConfig) -> None:
             "optim.decay=linear decays to 0 where the training budget ends, and trainer.max_steps, "
             "max_epochs and max_time are all 0; set one of them or use optim.decay=inverse_sqrt"
         )
+    tok = cfg.data.tokenizer
+    if tok.sampling and tok.model_type not in ("unigram", "bpe"):
+        raise UserError(
+            f"data.tokenizer.sampling=true: only unigram and bpe models sample segmentations, not "
+            f"model_type={tok.model_type}; set data.tokenizer.sampling=false"
+        )
     if cfg.model is None:
         return
     # The models load torch (about 2 s): only for a config that names a model, never

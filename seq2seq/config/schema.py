@@ -57,6 +57,17 @@ class TokenizerConfig:
     character_coverage: float = setting(
         1.0, "share of characters SentencePiece covers", Allowed(low=0, high=1, low_open=True)
     )
+    sampling: bool = setting(
+        False,
+        "training sees a newly sampled segmentation of each pair every epoch: subword regularization "
+        "(unigram) or BPE-dropout (bpe); validation and translation never sample (docs/GUIDE.md)",
+    )
+    alpha: float | None = setting(
+        None,
+        "sampling: unigram's smoothing (lower: more varied, longer) or bpe's dropout probability; "
+        "null: 0.2 for unigram, 0.1 for bpe",
+        Allowed(low=0, high=1, low_open=True),
+    )
 
 
 @dataclass

@@ -14,6 +14,7 @@ from seq2seq.data.batching import count_batches
 from seq2seq.data.indexed import IndexedPairs
 from seq2seq.data.preparation import open_prepared, prepare
 from seq2seq.data.reading import read_parallel
+from seq2seq.data.sampling import METHODS, SampledPairs, sampling_alpha
 from seq2seq.data.tokenizer import Tokenizer, open_tokenizer
 from seq2seq.errors import UserError
 from seq2seq.training import distributed
@@ -25,7 +26,7 @@ log = logging.getLogger("seq2seq.train")
 class TrainingData:
     """What a run trains and validates on."""
 
-    pairs: IndexedPairs  # the prepared training pairs, memory-mapped
+    pairs: IndexedPairs  # the prepared training pairs, memory-mapped (their for_epoch: an epoch's dataset)
     tokenizer: Tokenizer  # the run directory's copy, which checkpoints refer to
     lengths: tuple[np.ndarray, np.ndarray]  # (N,) source and (N,) target lengths of the pairs
     batches_per_epoch: int  # of all processes together; the same every epoch
@@ -35,11 +36,15 @@ class TrainingData:
 def training_data(data_cfg, max_tokens: int, run_dir: Path, key, tokenizer: Tokenizer | None) -> TrainingData:
     """Prepare ``data_cfg``'s training split (corpus key ``key``; with ``tokenizer``, a
     fine-tune's parent's, instead of training one), copy its tokenizer into ``run_dir`` and
-    read the validation split. Under torchrun the main process prepares, the others wait."""
+    read the validation split. Under torchrun the main process prepares, the others wait.
+    With ``data.tokenizer.sampling`` the pairs sample their segmentations every epoch
+    (``seq2seq/data/sampling.py``)."""
     main, world = distributed.is_main(), distributed.world_size()
     folder = prepare(data_cfg, key=key, tokenizer=tokenizer) if main else None
     folder = Path(distributed.from_main(str(folder) if folder else None))
     pairs, prepared_tokenizer = open_prepared(folder)
+    if data_cfg.tokenizer.sampling:
+        pairs = SampledPairs(folder, sampling_alpha(data_cfg.tokenizer), data_cfg.max_len)
     if main:
         prepared_tokenizer.copy_to(run_dir / TOKENIZER)
     distributed.barrier()  # the others read the main process's copy, which checkpoints refer to
@@ -52,6 +57,9 @@ def training_data(data_cfg, max_tokens: int, run_dir: Path, key, tokenizer: Toke
         data_cfg.max_len,
         folder,
     )
+    if data_cfg.tokenizer.sampling:
+        method = METHODS[data_cfg.tokenizer.model_type]
+        log.info("train: %s with alpha %g, a new segmentation every epoch", method, pairs.alpha)
     lengths = (pairs.lengths("src"), pairs.lengths("tgt"))
     batches = count_batches(*lengths, max_tokens)
     if batches < world:
