@@ -12,7 +12,7 @@ compilation of ``trainer.compile=true``).
 
     python scripts/bench_train.py [--model transformer] [--steps 30] [--rounds 3]
         [--setting "trainer.precision=fp32 trainer.compile=false" --setting "" ...]
-        [--profile]
+        [--profile] [--loader]
 
 With no ``--setting``: the defaults against the eager fp32 step. ``--profile`` also
 prints, per setting, the operators that took the most time over ``--steps`` steps
@@ -21,6 +21,13 @@ prototype that the trainer does not offer (``BF16Weights``). Model TFLOP/s: the 
 products of a step (forward and backward, ``FlopCounterMode``) per target token times
 target tokens/s; ``--peak-tflops P`` adds model FLOPs utilisation, that over P. The last column, the mean
 training loss over the steps of the last round, shows that the settings learn alike.
+
+``--loader`` times the data path too: each round iterates the trainer's own
+``epoch_batches()`` (its DataLoader and ``trainer.num_workers`` workers, which collate, and
+with ``data.tokenizer.sampling`` encode, the batches while the step runs) from the first
+batch of epoch 1, and moves each batch to the device, as training does; a second table
+gives the sentence pairs per second (sampled segmentations are longer, so target tokens/s
+alone flatters them).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import copy
 import statistics
 import tempfile
 import time
+from itertools import islice
 from pathlib import Path
 
 import torch
@@ -69,6 +77,7 @@ class Setting:
         )
         self.warmup_s: list[float] = []
         self.losses: list[float] = []  # per target token, of every step run
+        self.pairs_per_s: list[float] = []  # --loader: sentence pairs per second of each round
 
     def restart(self) -> None:
         """Back to the initial weights, optimiser state, learning rate and dropout masks."""
@@ -157,6 +166,31 @@ def timed(setting: Setting, warmup: int) -> float:
     return tokens / (time.perf_counter() - start)
 
 
+def timed_loader(setting: Setting, warmup: int, steps: int) -> float:
+    """``timed`` with the batches of the trainer's DataLoader (``epoch_batches``), loaded and
+    moved to the device while the steps run; also notes the round's sentence pairs per second."""
+    setting.restart()
+    t = setting.trainer
+    loaded = (batch.to(t.device) for batch in t.epoch_batches())  # a new loader and workers each round
+    start = time.perf_counter()
+    setting.steps(islice(loaded, warmup))
+    setting.warmup_s.append(time.perf_counter() - start)
+    pairs = 0
+
+    def counted(batches):
+        nonlocal pairs
+        for batch in batches:
+            pairs += len(batch.src)
+            yield batch
+
+    start = time.perf_counter()
+    tokens = setting.steps(counted(islice(loaded, steps)))
+    seconds = time.perf_counter() - start
+    loaded.close()  # ends the loader's workers
+    setting.pairs_per_s.append(pairs / seconds)
+    return tokens / seconds
+
+
 def flops_per_token(setting: Setting) -> float | None:
     """Floating-point operations of one training step per target token: the matrix
     products of the forward and backward passes as torch's FlopCounterMode counts
@@ -222,6 +256,9 @@ def main():
     parser.add_argument(
         "--bf16-weights", action="store_true", help="also a prototype: bf16 weights, fp32 masters"
     )
+    parser.add_argument(
+        "--loader", action="store_true", help="time the trainer's DataLoader (epoch_batches) with the step"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="seq2seq-bench-train-"))
     names = args.setting if args.setting is not None else ["", EAGER_FP32]
@@ -233,11 +270,13 @@ def main():
         f"# {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
         f"+model={args.model}, Multi30k batches of about {tokens:.0f} target tokens; "
         f"{args.steps} timed steps after {args.warmup}, {args.rounds} rounds"
+        + (", batches from the trainer's DataLoader" if args.loader else "")
     )
     rates: dict[str, list[float]] = {s.name: [] for s in settings}
     for _ in range(args.rounds):
         for s in settings:
-            rates[s.name].append(timed(s, args.warmup))
+            rate = timed_loader(s, args.warmup, args.steps) if args.loader else timed(s, args.warmup)
+            rates[s.name].append(rate)
     base = statistics.median(rates[settings[-1].name])
     per_round = args.warmup + args.steps  # every round runs the same batches from the same weights
     print(
@@ -253,6 +292,13 @@ def main():
             f"| {max(s.warmup_s):.1f} | {statistics.mean(s.losses[-per_round:]):.4f} "
             f"| {utilisation(s, median, args.peak_tflops)} |"
         )
+    if args.loader:
+        base = statistics.median(settings[-1].pairs_per_s)
+        print("\n| setting | sentence pairs/s (median) | per round | vs last row |\n|---|---:|---|---:|")
+        for s in settings:
+            median = statistics.median(s.pairs_per_s)
+            rounds = " / ".join(f"{r:,.0f}" for r in s.pairs_per_s)
+            print(f"| `{s.name}` | {median:,.0f} | {rounds} | {median / base:.2f}× |")
     if args.profile:
         for s in settings:
             profile(s, args.warmup, args.rows)

@@ -62,11 +62,16 @@ class TokenizerConfig:
         "training sees a newly sampled segmentation of each pair every epoch: subword regularization "
         "(unigram) or BPE-dropout (bpe); validation and translation never sample (docs/GUIDE.md)",
     )
-    alpha: float | None = setting(
-        None,
-        "sampling: unigram's smoothing (lower: more varied, longer) or bpe's dropout probability; "
-        "null: 0.2 for unigram, 0.1 for bpe",
+    alpha: float = setting(
+        0.1,
+        "sampling: unigram's smoothing (P(segmentation)^alpha; lower: more varied) or bpe's dropout "
+        "probability",
         Allowed(low=0, high=1, low_open=True),
+    )
+    nbest_size: int = setting(
+        64,
+        "sampling, unigram: draw among this many best segmentations (more: more varied, slower)",
+        Allowed(low=2),
     )
 
 

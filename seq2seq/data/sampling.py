@@ -1,9 +1,10 @@
 """Subword sampling while training: every epoch sees new segmentations of the training pairs.
 
-With ``data.tokenizer.sampling=true``, SentencePiece samples a segmentation of each training
-line instead of taking its best one: a unigram model draws from all of the line's
-segmentations, their probabilities smoothed by ``alpha`` (subword regularization,
-``nbest_size=-1``); a BPE model skips each merge with probability ``alpha`` (BPE-dropout).
+With ``data.tokenizer.sampling=true`` each training line gets a sampled segmentation
+instead of its best one: for a unigram model, one of SentencePiece's ``nbest_size`` best
+segmentations, drawn with probability proportional to P(segmentation)^alpha (subword
+regularization, Kudo 2018, l-best sampling); for a BPE model, SentencePiece's merges with
+each merge skipped with probability ``alpha`` (BPE-dropout, Provilkov et al. 2020).
 Validation, test and translation input are always segmented the deterministic way.
 
 ``SampledPairs`` is a prepared folder that keeps its training text (``text/``, see
@@ -11,16 +12,20 @@ Validation, test and translation input are always segmented the deterministic wa
 on, whose ``__getitems__`` (run in the DataLoader workers) encodes the lines of a batch.
 
 The segmentation of pair i's side in an epoch is a function of (seed, epoch, i, side)
-alone: SentencePiece's generator is seeded with a hash of them before each line is
-encoded, one line at a time (a list is encoded by threads, in no fixed order). So a run
-resumed mid-epoch, any number of workers and another process all draw the same ids.
-Batches are still made from the deterministic lengths (the batches of a run without
-sampling); a sampled side longer than ``data.max_len`` keeps its deterministic ids.
+alone: every random draw comes from a ``random.Random`` seeded with a hash of them. Not
+from SentencePiece's own sampling (``enable_sampling``): seeded alike, it repeats itself
+within a process only, as its generator mixes in a salt drawn once per process. So a run
+resumed mid-epoch (even after ``kill -9``), any number of workers and every process draw
+the same ids. Batches are still made from the deterministic lengths (the batches of a run
+without sampling); a sampled side longer than ``data.max_len`` keeps its deterministic ids.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
+import math
+import random
 from pathlib import Path
 
 import numpy as np
@@ -33,21 +38,81 @@ from seq2seq.errors import UserError
 from seq2seq.special import EOS_ID
 
 METHODS = {"unigram": "subword regularization", "bpe": "BPE-dropout"}  # model types that sample
-DEFAULT_ALPHA = {"unigram": 0.2, "bpe": 0.1}  # data.tokenizer.alpha=null
-TRAINING_ONLY = ("sampling", "alpha")  # data.tokenizer keys that do not shape the tokenizer
-UNSET = 0xFFFFFFFF  # the seed SentencePiece takes as "none given"
-
-
-def sampling_alpha(tokenizer_cfg) -> float:
-    """The alpha a ``data.tokenizer`` config samples with: its own, or its model type's default."""
-    alpha = tokenizer_cfg.get("alpha")
-    return DEFAULT_ALPHA[tokenizer_cfg.model_type] if alpha is None else float(alpha)
+TRAINING_ONLY = ("sampling", "alpha", "nbest_size")  # data.tokenizer keys that do not shape the tokenizer
 
 
 def line_seed(seed: int, epoch: int, index: int, side: str) -> int:
-    """The seed of one line's segmentation: a 32-bit hash of (seed, epoch, pair index, side)."""
+    """The seed of one line's segmentation: a 64-bit hash of (seed, epoch, pair index, side)."""
     digest = hashlib.blake2b(f"{seed} {epoch} {index} {side}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") % UNSET
+    return int.from_bytes(digest, "little")
+
+
+class UnigramSampler:
+    """l-best sampling of a unigram model: one of the ``nbest_size`` best segmentations,
+    with probability proportional to exp(alpha * its log-probability)."""
+
+    def __init__(self, processor: spm.SentencePieceProcessor, alpha: float, nbest_size: int):
+        self.sp, self.alpha, self.nbest_size = processor, alpha, nbest_size
+        self.scores = [processor.get_score(i) for i in range(processor.get_piece_size())]  # log-probabilities
+
+    def __call__(self, text: str, rng: random.Random) -> list[int]:
+        """The ids of one sampled segmentation of ``text``."""
+        candidates = self.sp.nbest_encode_as_ids(text, nbest_size=self.nbest_size)
+        if len(candidates) < 2:
+            return candidates[0] if candidates else []
+        logits = [self.alpha * math.fsum(map(self.scores.__getitem__, ids)) for ids in candidates]
+        top = max(logits)
+        return rng.choices(candidates, [math.exp(x - top) for x in logits])[0]
+
+
+class BpeDropout:
+    """SentencePiece's BPE encoding, each merge skipped with probability ``alpha``: the
+    normalized line's characters merged pair by pair, the best-scored first (the leftmost
+    of equals), as ``bpe_model.cc`` does; a symbol outside the vocabulary falls back to its
+    UTF-8 bytes. With alpha 0 it gives ``encode``'s ids (``tests/test_sampling.py``)."""
+
+    def __init__(self, processor: spm.SentencePieceProcessor, alpha: float):
+        self.sp, self.alpha = processor, alpha
+        normal = (
+            i
+            for i in range(processor.get_piece_size())
+            if not (processor.is_control(i) or processor.is_unknown(i) or processor.is_byte(i))
+        )
+        self.pieces = {processor.id_to_piece(i): (processor.get_score(i), i) for i in normal}
+        self.bytes = [processor.piece_to_id(f"<0x{b:02X}>") for b in range(256)]
+
+    def __call__(self, text: str, rng: random.Random) -> list[int]:
+        """The ids of ``text`` encoded with merges dropped at random."""
+        symbols = list(self.sp.normalize(text))  # characters, ▁ for spaces
+        n = len(symbols)
+        after, before = list(range(1, n + 1)), list(range(-1, n - 1))  # links between live symbols
+        agenda: list[tuple[float, int, int, int]] = []  # (-score, left, right, merged length)
+
+        def consider(left: int, right: int) -> None:
+            if left >= 0 and right < n:
+                found = self.pieces.get(symbols[left] + symbols[right])
+                if found is not None:
+                    heapq.heappush(agenda, (-found[0], left, right, len(symbols[left]) + len(symbols[right])))
+
+        for i in range(n - 1):
+            consider(i, i + 1)
+        while agenda:
+            _, left, right, length = heapq.heappop(agenda)
+            if not symbols[left] or not symbols[right] or len(symbols[left]) + len(symbols[right]) != length:
+                continue  # one of them was merged since
+            if self.alpha and rng.random() < self.alpha:
+                continue  # dropped
+            symbols[left], symbols[right] = symbols[left] + symbols[right], ""
+            after[left] = after[right]
+            if after[left] < n:
+                before[after[left]] = left
+            consider(before[left], left)
+            consider(left, after[left])
+        ids: list[int] = []
+        for symbol in filter(None, symbols):
+            found = self.pieces.get(symbol)
+            ids.extend([found[1]] if found else (self.bytes[b] for b in symbol.encode("utf-8")))
+        return ids
 
 
 class SampledPairs(IndexedPairs):
@@ -55,31 +120,33 @@ class SampledPairs(IndexedPairs):
     segmentations with ``alpha``; a sampled side longer than ``max_len`` (the source with
     its EOS, the target with the EOS ``tgt_out`` adds) keeps its deterministic ids."""
 
-    def __init__(self, folder: str | Path, alpha: float, max_len: int):
+    def __init__(self, folder: str | Path, model_type: str, alpha: float, nbest_size: int, max_len: int):
         super().__init__(folder)
         if not self.has_text():
             raise UserError(f"{self.folder}: holds no training text to sample from; prepare it again")
-        self.alpha, self.max_len = alpha, max_len
-        self._models: dict | None = None
+        self.model_type, self.alpha, self.nbest_size, self.max_len = model_type, alpha, nbest_size, max_len
+        self._samplers: dict | None = None
 
     def __getstate__(self):
-        return {**super().__getstate__(), "_models": None}  # workers load the models themselves
+        return {**super().__getstate__(), "_samplers": None}  # workers load the models themselves
 
-    def _processors(self) -> dict:
-        if self._models is None:
-            files = [str(self.folder / name) for name in self.meta["tokenizer"]]
-            src = spm.SentencePieceProcessor(model_file=files[0])
-            tgt = src if len(files) == 1 else spm.SentencePieceProcessor(model_file=files[-1])
-            self._models = {"src": src, "tgt": tgt}
-        return self._models
+    def _sampler(self, side: str):
+        if self._samplers is None:  # one per model file: shared by both sides when joint
+            made = [self._new_sampler(self.folder / name) for name in self.meta["tokenizer"]]
+            self._samplers = {"src": made[0], "tgt": made[-1]}
+        return self._samplers[side]
+
+    def _new_sampler(self, model_file: Path):
+        processor = spm.SentencePieceProcessor(model_file=str(model_file))
+        if self.model_type == "unigram":
+            return UnigramSampler(processor, self.alpha, self.nbest_size)
+        return BpeDropout(processor, self.alpha)
 
     def sample(self, side: str, i: int, seed: int, epoch: int) -> np.ndarray | list[int]:
         """Pair ``i``'s ``side`` ids as epoch ``epoch`` of a run seeded ``seed`` sees them: a
         sampled segmentation (sources end in EOS), or the deterministic ids when that is too long."""
-        spm.set_random_generator_seed(line_seed(seed, epoch, i, side))
-        ids = self._processors()[side].encode(
-            self.text(side, i), enable_sampling=True, alpha=self.alpha, nbest_size=-1
-        )
+        rng = random.Random(line_seed(seed, epoch, i, side))
+        ids = self._sampler(side)(self.text(side, i), rng)
         if len(ids) + 1 > self.max_len:
             return self.ids(side, i)
         return ids + [EOS_ID] if side == "src" else ids

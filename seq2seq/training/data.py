@@ -14,7 +14,7 @@ from seq2seq.data.batching import count_batches
 from seq2seq.data.indexed import IndexedPairs
 from seq2seq.data.preparation import open_prepared, prepare
 from seq2seq.data.reading import read_parallel
-from seq2seq.data.sampling import METHODS, SampledPairs, sampling_alpha
+from seq2seq.data.sampling import METHODS, SampledPairs
 from seq2seq.data.tokenizer import Tokenizer, open_tokenizer
 from seq2seq.errors import UserError
 from seq2seq.training import distributed
@@ -44,7 +44,8 @@ def training_data(data_cfg, max_tokens: int, run_dir: Path, key, tokenizer: Toke
     folder = Path(distributed.from_main(str(folder) if folder else None))
     pairs, prepared_tokenizer = open_prepared(folder)
     if data_cfg.tokenizer.sampling:
-        pairs = SampledPairs(folder, sampling_alpha(data_cfg.tokenizer), data_cfg.max_len)
+        tok = data_cfg.tokenizer
+        pairs = SampledPairs(folder, tok.model_type, tok.alpha, tok.nbest_size, data_cfg.max_len)
     if main:
         prepared_tokenizer.copy_to(run_dir / TOKENIZER)
     distributed.barrier()  # the others read the main process's copy, which checkpoints refer to
@@ -59,7 +60,7 @@ def training_data(data_cfg, max_tokens: int, run_dir: Path, key, tokenizer: Toke
     )
     if data_cfg.tokenizer.sampling:
         method = METHODS[data_cfg.tokenizer.model_type]
-        log.info("train: %s with alpha %g, a new segmentation every epoch", method, pairs.alpha)
+        log.info("train: %s with alpha %g, a new segmentation every epoch", method, data_cfg.tokenizer.alpha)
     lengths = (pairs.lengths("src"), pairs.lengths("tgt"))
     batches = count_batches(*lengths, max_tokens)
     if batches < world:

@@ -11,7 +11,7 @@ score and batch order. The parent fixes two things, checked before any work
   ``optim.label_smoothing`` and every other ``optim.*`` and ``trainer.*`` key;
 - the tokenizer: the run's data are encoded with the parent's, never a new one, so each
   ``data.tokenizer.*`` key must equal the parent's setting and agree with its models (but
-  ``sampling`` and ``alpha``, which change how training segments, not the tokenizer).
+  ``sampling``, ``alpha`` and ``nbest_size``, which change how training segments, not the tokenizer).
 
 Once the run has saved, it resumes from its own ``last.pt``, whose carried tokenizer
 (``kept_tokenizer``) is the one its corpus was prepared with; the parent file is then
