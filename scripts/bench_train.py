@@ -4,7 +4,8 @@ Each setting is a set of ``python -m seq2seq.train`` overrides (after ``+model=`
 For each one the script builds the trainer exactly as training does (``Trainer.setup``:
 the prepared Multi30k corpus, the model, the optimiser, the precision, the compiled
 step), takes the first batches of the first epoch (the same for every setting with
-the same ``trainer.max_tokens``) and times ``train_step`` on them: forward, loss,
+the same ``trainer.max_tokens``; with ``data.tokenizer.sampling``, their segmentations
+sampled for that epoch) and times ``train_step`` on them: forward, loss,
 backward, clipping, optimiser. Settings run interleaved, ``--rounds`` times, so that
 drift on a shared machine hits all of them alike; each round restarts from the same
 weights. The first ``--warmup`` steps of a setting are timed apart (they hold the
@@ -70,7 +71,8 @@ class Setting:
             t.setup_device(), t.setup_data(), t.setup_model(), t.setup_optimizer()
         data = getattr(t, "data", t)  # the trainer's TrainingData; an earlier tree kept it on the trainer
         order = token_batches(*data.lengths, t.tcfg.max_tokens, cfg.seed, 0)[:batches]
-        self.batches = [data.pairs.__getitems__(rows).to(t.device) for rows in order]
+        epoch = data.pairs.for_epoch(cfg.seed, 0) if hasattr(data.pairs, "for_epoch") else data.pairs
+        self.batches = [epoch.__getitems__(rows).to(t.device) for rows in order]  # as epoch 1 trains on them
         opt = t.opt
         self.initial = copy.deepcopy(
             (t.model.state_dict(), opt.optimizer.state_dict(), opt.scheduler.state_dict())
