@@ -4,7 +4,8 @@ Each setting is a set of ``python -m seq2seq.train`` overrides (after ``+model=`
 For each one the script builds the trainer exactly as training does (``Trainer.setup``:
 the prepared Multi30k corpus, the model, the optimiser, the precision, the compiled
 step), takes the first batches of the first epoch (the same for every setting with
-the same ``trainer.max_tokens``) and times ``train_step`` on them: forward, loss,
+the same ``trainer.max_tokens``; with ``data.tokenizer.sampling``, their segmentations
+sampled for that epoch) and times ``train_step`` on them: forward, loss,
 backward, clipping, optimiser. Settings run interleaved, ``--rounds`` times, so that
 drift on a shared machine hits all of them alike; each round restarts from the same
 weights. The first ``--warmup`` steps of a setting are timed apart (they hold the
@@ -12,7 +13,7 @@ compilation of ``trainer.compile=true``).
 
     python scripts/bench_train.py [--model transformer] [--steps 30] [--rounds 3]
         [--setting "trainer.precision=fp32 trainer.compile=false" --setting "" ...]
-        [--profile]
+        [--profile] [--loader]
 
 With no ``--setting``: the defaults against the eager fp32 step. ``--profile`` also
 prints, per setting, the operators that took the most time over ``--steps`` steps
@@ -21,6 +22,13 @@ prototype that the trainer does not offer (``BF16Weights``). Model TFLOP/s: the 
 products of a step (forward and backward, ``FlopCounterMode``) per target token times
 target tokens/s; ``--peak-tflops P`` adds model FLOPs utilisation, that over P. The last column, the mean
 training loss over the steps of the last round, shows that the settings learn alike.
+
+``--loader`` times the data path too: each round iterates the trainer's own
+``epoch_batches()`` (its DataLoader and ``trainer.num_workers`` workers, which collate, and
+with ``data.tokenizer.sampling`` encode, the batches while the step runs) from the first
+batch of epoch 1, and moves each batch to the device, as training does; a second table
+gives the sentence pairs per second (sampled segmentations are longer, so target tokens/s
+alone flatters them).
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import copy
 import statistics
 import tempfile
 import time
+from itertools import islice
 from pathlib import Path
 
 import torch
@@ -62,13 +71,15 @@ class Setting:
             t.setup_device(), t.setup_data(), t.setup_model(), t.setup_optimizer()
         data = getattr(t, "data", t)  # the trainer's TrainingData; an earlier tree kept it on the trainer
         order = token_batches(*data.lengths, t.tcfg.max_tokens, cfg.seed, 0)[:batches]
-        self.batches = [data.pairs.__getitems__(rows).to(t.device) for rows in order]
+        epoch = data.pairs.for_epoch(cfg.seed, 0) if hasattr(data.pairs, "for_epoch") else data.pairs
+        self.batches = [epoch.__getitems__(rows).to(t.device) for rows in order]  # as epoch 1 trains on them
         opt = t.opt
         self.initial = copy.deepcopy(
             (t.model.state_dict(), opt.optimizer.state_dict(), opt.scheduler.state_dict())
         )
         self.warmup_s: list[float] = []
         self.losses: list[float] = []  # per target token, of every step run
+        self.pairs_per_s: list[float] = []  # --loader: sentence pairs per second of each round
 
     def restart(self) -> None:
         """Back to the initial weights, optimiser state, learning rate and dropout masks."""
@@ -157,6 +168,31 @@ def timed(setting: Setting, warmup: int) -> float:
     return tokens / (time.perf_counter() - start)
 
 
+def timed_loader(setting: Setting, warmup: int, steps: int) -> float:
+    """``timed`` with the batches of the trainer's DataLoader (``epoch_batches``), loaded and
+    moved to the device while the steps run; also notes the round's sentence pairs per second."""
+    setting.restart()
+    t = setting.trainer
+    loaded = (batch.to(t.device) for batch in t.epoch_batches())  # a new loader and workers each round
+    start = time.perf_counter()
+    setting.steps(islice(loaded, warmup))
+    setting.warmup_s.append(time.perf_counter() - start)
+    pairs = 0
+
+    def counted(batches):
+        nonlocal pairs
+        for batch in batches:
+            pairs += len(batch.src)
+            yield batch
+
+    start = time.perf_counter()
+    tokens = setting.steps(counted(islice(loaded, steps)))
+    seconds = time.perf_counter() - start
+    loaded.close()  # ends the loader's workers
+    setting.pairs_per_s.append(pairs / seconds)
+    return tokens / seconds
+
+
 def flops_per_token(setting: Setting) -> float | None:
     """Floating-point operations of one training step per target token: the matrix
     products of the forward and backward passes as torch's FlopCounterMode counts
@@ -222,6 +258,9 @@ def main():
     parser.add_argument(
         "--bf16-weights", action="store_true", help="also a prototype: bf16 weights, fp32 masters"
     )
+    parser.add_argument(
+        "--loader", action="store_true", help="time the trainer's DataLoader (epoch_batches) with the step"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="seq2seq-bench-train-"))
     names = args.setting if args.setting is not None else ["", EAGER_FP32]
@@ -233,11 +272,13 @@ def main():
         f"# {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
         f"+model={args.model}, Multi30k batches of about {tokens:.0f} target tokens; "
         f"{args.steps} timed steps after {args.warmup}, {args.rounds} rounds"
+        + (", batches from the trainer's DataLoader" if args.loader else "")
     )
     rates: dict[str, list[float]] = {s.name: [] for s in settings}
     for _ in range(args.rounds):
         for s in settings:
-            rates[s.name].append(timed(s, args.warmup))
+            rate = timed_loader(s, args.warmup, args.steps) if args.loader else timed(s, args.warmup)
+            rates[s.name].append(rate)
     base = statistics.median(rates[settings[-1].name])
     per_round = args.warmup + args.steps  # every round runs the same batches from the same weights
     print(
@@ -253,6 +294,13 @@ def main():
             f"| {max(s.warmup_s):.1f} | {statistics.mean(s.losses[-per_round:]):.4f} "
             f"| {utilisation(s, median, args.peak_tflops)} |"
         )
+    if args.loader:
+        base = statistics.median(settings[-1].pairs_per_s)
+        print("\n| setting | sentence pairs/s (median) | per round | vs last row |\n|---|---:|---|---:|")
+        for s in settings:
+            median = statistics.median(s.pairs_per_s)
+            rounds = " / ".join(f"{r:,.0f}" for r in s.pairs_per_s)
+            print(f"| `{s.name}` | {median:,.0f} | {rounds} | {median / base:.2f}× |")
     if args.profile:
         for s in settings:
             profile(s, args.warmup, args.rows)

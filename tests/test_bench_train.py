@@ -60,3 +60,19 @@ def test_bf16_weights_prototype_learns_like_the_fp32_step(tiny, tmp_path):
         setting.steps(setting.batches)
     assert fp32.losses[-1] < 0.9 * fp32.losses[0]
     assert bf16.losses == pytest.approx(fp32.losses, rel=0.02)
+
+
+def test_loader_times_the_trainers_own_batches(tiny, tmp_path, monkeypatch):
+    """--loader: the steps run on the batches of the trainer's DataLoader (here sampled
+    segmentations, the same every round), timed apart from the warm-up."""
+    setting = bench.Setting(
+        "transformer", f"{tiny} trainer.precision=fp32 data.tokenizer.sampling=true", tmp_path, 3
+    )
+    loaded = list(setting.trainer.epoch_batches())[:3]
+    clock = iter(0.5 * i for i in range(100))
+    monkeypatch.setattr(bench, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    after_warmup = sum(b.num_tgt_tokens for b in loaded[1:])
+    assert bench.timed_loader(setting, 1, 2) == after_warmup / 0.5
+    assert bench.timed_loader(setting, 1, 2) == after_warmup / 0.5
+    assert setting.pairs_per_s == [sum(len(b.src) for b in loaded[1:]) / 0.5] * 2
+    assert setting.losses[3:] == pytest.approx(setting.losses[:3], rel=1e-6)

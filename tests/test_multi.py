@@ -158,6 +158,7 @@ def test_presets_of_several_corpora_compose():
         (["data=multi30k", "++data.corpora={x:{src:a,tgt:b,src_lang:de,tgt_lang:en}}"],
          ["data.train and data.corpora"]),
         (["data=tatoeba_multi30k", "data.tokenizer.joint=false"], ["data.tokenizer.joint=false"]),
+        (["data=tatoeba_multi30k", "data.tokenizer.sampling=true"], ["not data.corpora yet"]),
         (["data=tatoeba_multi30k", "data.corpora.multi30k.valid=null"], ["no entry has a valid split"]),
         (["data=tatoeba_multi30k", "data.corpora.tatoeba.weight=0"], ["data.corpora.tatoeba.weight=0"]),
         (["data=tatoeba_multi30k", "data.corpora.tatoeba.tgt_lang=e>n"], ["data.corpora.tatoeba.tgt_lang"]),

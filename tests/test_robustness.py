@@ -185,12 +185,16 @@ def refused_run(run_dir, tiny_corpus, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_gives_the_uninterrupted_run(tiny_corpus, tmp_path):
+@pytest.mark.parametrize(
+    "sampling", [[], ["data.tokenizer.sampling=true"]], ids=["plain", "subword-sampling"]
+)
+def test_sigkill_then_resume_gives_the_uninterrupted_run(tiny_corpus, tmp_path, sampling):
     """A run killed with SIGKILL mid-epoch and started again logs, step for step, the
-    losses of an uninterrupted run (dropout on, so the random state must be restored)
-    and ends with the same weights."""
+    losses of an uninterrupted run (dropout on, so the random state must be restored;
+    with subword sampling, each epoch's segmentations too) and ends with the same weights."""
     args = [
         *tiny_overrides(tiny_corpus),
+        *sampling,
         "trainer.max_steps=16",
         "trainer.max_tokens=300",
         "trainer.save_every=3",

@@ -65,7 +65,8 @@ LANGUAGE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,15}")
 
 def _check_corpora(data: DictConfig) -> None:
     """``data.corpora``: each entry complete, language codes fit for a ``<2xx>`` tag, one
-    joint vocabulary, no ``data.train`` beside them, one validation set per direction."""
+    joint vocabulary, no ``data.train`` beside them nor subword sampling, one validation set
+    per direction."""
     if not data.corpora:
         return
     if not OmegaConf.is_missing(data.train, "src"):
@@ -76,6 +77,11 @@ def _check_corpora(data: DictConfig) -> None:
     if not data.tokenizer.joint:
         raise UserError(
             "data.tokenizer.joint=false: data.corpora share one vocabulary; set data.tokenizer.joint=true"
+        )
+    if data.tokenizer.sampling:
+        raise UserError(
+            "data.tokenizer.sampling=true: subword sampling covers data.train, not data.corpora yet; "
+            "set data.tokenizer.sampling=false"
         )
     directions: dict[tuple[str, str], str] = {}
     for name, entry in data.corpora.items():
@@ -125,6 +131,12 @@ def _check_train(cfg: DictConfig) -> None:
         raise UserError(
             "optim.decay=linear decays to 0 where the training budget ends, and trainer.max_steps, "
             "max_epochs and max_time are all 0; set one of them or use optim.decay=inverse_sqrt"
+        )
+    tok = cfg.data.tokenizer
+    if tok.sampling and tok.model_type not in ("unigram", "bpe"):
+        raise UserError(
+            f"data.tokenizer.sampling=true: only unigram and bpe models sample segmentations, not "
+            f"model_type={tok.model_type}; set data.tokenizer.sampling=false"
         )
     if cfg.model is None:
         return

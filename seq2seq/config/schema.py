@@ -76,6 +76,22 @@ class TokenizerConfig:
     character_coverage: float = setting(
         1.0, "share of characters SentencePiece covers", Allowed(low=0, high=1, low_open=True)
     )
+    sampling: bool = setting(
+        False,
+        "training sees a newly sampled segmentation of each pair every epoch: subword regularization "
+        "(unigram) or BPE-dropout (bpe); validation and translation never sample (docs/GUIDE.md)",
+    )
+    alpha: float = setting(
+        0.1,
+        "sampling: unigram's smoothing (P(segmentation)^alpha; lower: more varied) or bpe's dropout "
+        "probability",
+        Allowed(low=0, high=1, low_open=True),
+    )
+    nbest_size: int = setting(
+        64,
+        "sampling, unigram: draw among this many best segmentations (more: more varied, slower)",
+        Allowed(low=2),
+    )
 
 
 @dataclass

@@ -10,6 +10,12 @@ A prepared folder (one per corpus and settings, see ``seq2seq/data/preparation.p
                       uint32). Sources end in EOS; targets have neither BOS nor EOS.
     src.off.npy, tgt.off.npy   int64 (N + 1,): pair i's ids are bin[off[i] : off[i + 1]]
     src.len.npy, tgt.len.npy   (N,) the lengths, in ``dtype``, for batching
+    text/             only where a run samples subword segmentations (``data.tokenizer.sampling``):
+                      the stripped training lines of the kept pairs, which the ids are the
+                      deterministic encoding of. ``text/src.bin`` and ``text/tgt.bin`` hold their
+                      UTF-8 bytes back to back, ``text/src.off.npy`` and ``text/tgt.off.npy``
+                      int64 (N + 1,) byte offsets, as for the ids. A folder prepared without it
+                      gets it added (``seq2seq/data/preparation.py``); the ids do not change.
 
 The ``.bin`` files are raw arrays opened with ``numpy.memmap``; the ``.npy`` files are
 opened with ``numpy.load(mmap_mode="r")``. Nothing is read until it is used, and processes
@@ -27,6 +33,7 @@ import torch
 from seq2seq.data.collate import Batch, collate
 
 FORMAT = 1  # of a prepared folder; part of its cache key
+TEXT = "text"  # the folder of the training text, inside a prepared folder
 
 
 def id_dtype(vocab_size: int) -> np.dtype:
@@ -35,17 +42,28 @@ def id_dtype(vocab_size: int) -> np.dtype:
 
 
 class IndexedWriter:
-    """Appends pairs of id arrays to the files of a prepared folder, then writes the index."""
+    """Appends pairs of id arrays (and, with ``text``, their lines) to the files of a prepared
+    folder, then writes the index."""
 
-    def __init__(self, folder: Path, dtype: np.dtype):
+    def __init__(self, folder: Path, dtype: np.dtype, text: bool = False):
         self.folder, self.dtype = folder, dtype
         self.files = {side: open(folder / f"{side}.bin", "wb") for side in ("src", "tgt")}
         self.lengths: dict[str, list[np.ndarray]] = {"src": [], "tgt": []}
+        self.text: dict[str, tuple] | None = None
+        if text:
+            (folder / TEXT).mkdir()
+            self.text = {side: (open(folder / TEXT / f"{side}.bin", "wb"), []) for side in ("src", "tgt")}
 
     def add(self, side: str, ids: np.ndarray, lengths: np.ndarray) -> None:
         """``ids``: the flat ids of consecutive pairs' ``side``; ``lengths``: one per pair."""
         self.files[side].write(np.ascontiguousarray(ids, dtype=self.dtype).tobytes())
         self.lengths[side].append(np.asarray(lengths, dtype=self.dtype))
+
+    def add_text(self, side: str, text: bytes, lengths: np.ndarray) -> None:
+        """``text``: the UTF-8 lines of the same pairs back to back; ``lengths``: bytes per pair."""
+        f, all_lengths = self.text[side]
+        f.write(text)
+        all_lengths.append(np.asarray(lengths, dtype=np.int64))
 
     def close(self) -> int:
         """Write the index; returns the number of pairs."""
@@ -53,12 +71,20 @@ class IndexedWriter:
         for side, f in self.files.items():
             f.close()
             lengths = np.concatenate(self.lengths[side]) if self.lengths[side] else np.zeros(0, self.dtype)
-            offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-            np.cumsum(lengths, out=offsets[1:])
             np.save(self.folder / f"{side}.len.npy", lengths)
-            np.save(self.folder / f"{side}.off.npy", offsets)
+            np.save(self.folder / f"{side}.off.npy", offsets_of(lengths))
             count = len(lengths)
+        for side, (f, lengths) in (self.text or {}).items():
+            f.close()
+            np.save(self.folder / TEXT / f"{side}.off.npy", offsets_of(np.concatenate(lengths or [[]])))
         return count
+
+
+def offsets_of(lengths: np.ndarray) -> np.ndarray:
+    """(N + 1,) int64 offsets of items of these (N,) lengths stored back to back."""
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets
 
 
 class IndexedPairs(torch.utils.data.Dataset):
@@ -73,6 +99,7 @@ class IndexedPairs(torch.utils.data.Dataset):
         self.meta = json.loads((self.folder / "meta.json").read_text())
         self.dtype = np.dtype(self.meta["dtype"])
         self._maps: dict | None = None
+        self._text: dict | None = None
 
     def _open(self) -> dict:
         if self._maps is None:
@@ -89,7 +116,7 @@ class IndexedPairs(torch.utils.data.Dataset):
         return self._maps
 
     def __getstate__(self):
-        return {**self.__dict__, "_maps": None}  # workers map the files themselves
+        return {**self.__dict__, "_maps": None, "_text": None}  # workers map the files themselves
 
     def __len__(self) -> int:
         return self.meta["pairs"]
@@ -101,6 +128,31 @@ class IndexedPairs(torch.utils.data.Dataset):
     def ids(self, side: str, i: int) -> np.ndarray:
         ids, off = self._open()[side]
         return ids[off[i] : off[i + 1]]
+
+    def has_text(self) -> bool:
+        """Whether the folder keeps the training text (``text/``)."""
+        return (self.folder / TEXT / "tgt.off.npy").is_file()
+
+    def text(self, side: str, i: int) -> str:
+        """The line that pair ``i``'s ``side`` ids encode (a folder with ``text/``)."""
+        if self._text is None:
+            f = self.folder / TEXT
+            self._text = {
+                side: (
+                    np.memmap(f / f"{side}.bin", dtype=np.uint8, mode="r")
+                    if (f / f"{side}.bin").stat().st_size
+                    else np.zeros(0, np.uint8),
+                    np.load(f / f"{side}.off.npy", mmap_mode="r"),
+                )
+                for side in ("src", "tgt")
+            }
+        data, off = self._text[side]
+        return data[off[i] : off[i + 1]].tobytes().decode("utf-8")
+
+    def for_epoch(self, seed: int, epoch: int) -> torch.utils.data.Dataset:
+        """The dataset that epoch ``epoch`` of a run seeded ``seed`` trains on: these pairs as
+        they are (``seq2seq/data/sampling.py`` overrides it with sampled segmentations)."""
+        return self
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         return self.ids("src", i), self.ids("tgt", i)

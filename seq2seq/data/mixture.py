@@ -125,6 +125,10 @@ class MixedPairs(torch.utils.data.Dataset):
         src, tgt = self.corpora[c][row - int(self.offsets[c])]
         return (np.concatenate([self.prefixes[c], src]) if len(self.prefixes[c]) else src), tgt
 
+    def for_epoch(self, seed: int, epoch: int) -> MixedPairs:
+        """The dataset of an epoch: these pairs as they are (no subword sampling of corpora)."""
+        return self
+
     def __getitem__(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         return self.pair(row)
 

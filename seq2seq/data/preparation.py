@@ -23,6 +23,11 @@
    last, so an interrupted preparation (even ``kill -9``) leaves nothing that is later
    taken as complete.
 
+With ``data.tokenizer.sampling`` the folder also keeps the text of the kept pairs
+(``text/``), which training samples segmentations of. It is not part of the key: the ids
+are the same either way, so a folder prepared without it is shared, and gets it added by
+one more encoding pass the first time a run samples (``add_text``).
+
 A progress bar (or, off a terminal, a log line every few seconds) shows the share done
 and the time left.
 """
@@ -44,7 +49,7 @@ import numpy as np
 import sentencepiece as spm
 from tqdm import tqdm
 
-from seq2seq.data.indexed import FORMAT, IndexedPairs, IndexedWriter, id_dtype
+from seq2seq.data.indexed import FORMAT, TEXT, IndexedPairs, IndexedWriter, id_dtype
 from seq2seq.data.reading import CHUNK, decode_lines, pair_chunks
 from seq2seq.data.tokenizer import Tokenizer, file_sha256, model_names, train_sentencepiece
 from seq2seq.data.workers import die_with_parent, ignore_ctrl_c
@@ -170,24 +175,26 @@ def cache_folder(data_cfg, key: str) -> Path:
 _worker: dict = {}
 
 
-def _load(model_files: list[str], max_len: int, dtype: str) -> None:
-    """Get this process ready to ``_encode``."""
+def _load(model_files: list[str], max_len: int, dtype: str, text: bool = False) -> None:
+    """Get this process ready to ``_encode`` (with ``text``, also returning the kept lines)."""
     models = [spm.SentencePieceProcessor(model_file=f) for f in model_files]
-    _worker.update(src=models[0], tgt=models[-1], max_len=max_len, dtype=np.dtype(dtype))
+    _worker.update(src=models[0], tgt=models[-1], max_len=max_len, dtype=np.dtype(dtype), text=text)
 
 
-def _start_worker(model_files: list[str], max_len: int, dtype: str) -> None:
+def _start_worker(model_files: list[str], max_len: int, dtype: str, text: bool = False) -> None:
     ignore_ctrl_c()
     die_with_parent()
-    _load(model_files, max_len, dtype)
+    _load(model_files, max_len, dtype, text)
 
 
 def _encode(job) -> tuple:
-    """Encode one chunk: (source ids, source lengths, target ids, target lengths, left out)."""
+    """Encode one chunk: (source ids, source lengths, target ids, target lengths, left out),
+    and when the worker keeps text, the kept lines: ((source bytes, byte lengths), (target ...))."""
     src_lines, tgt_lines = job
     w = _worker
-    src = w["src"].encode([line.decode("utf-8").strip() for line in src_lines])
-    tgt = w["tgt"].encode([line.decode("utf-8").strip() for line in tgt_lines])
+    src_text = [line.decode("utf-8").strip() for line in src_lines]
+    tgt_text = [line.decode("utf-8").strip() for line in tgt_lines]
+    src, tgt = w["src"].encode(src_text), w["tgt"].encode(tgt_text)
     limit = w["max_len"]
     kept = [i for i in range(len(src)) if len(src[i]) + 1 <= limit and len(tgt[i]) + 1 <= limit]
     src_lengths = np.fromiter((len(src[i]) + 1 for i in kept), dtype=w["dtype"], count=len(kept))
@@ -200,7 +207,15 @@ def _encode(job) -> tuple:
     tgt_ids = np.fromiter(
         chain.from_iterable(tgt[i] for i in kept), dtype=w["dtype"], count=int(tgt_lengths.sum())
     )
-    return src_ids, src_lengths, tgt_ids, tgt_lengths, len(src) - len(kept)
+    encoded = src_ids, src_lengths, tgt_ids, tgt_lengths, len(src) - len(kept)
+    if not w["text"]:
+        return encoded
+    return (*encoded, *(_joined([lines[i].encode("utf-8") for i in kept]) for lines in (src_text, tgt_text)))
+
+
+def _joined(lines: list[bytes]) -> tuple[bytes, np.ndarray]:
+    """Lines back to back, and (N,) their byte lengths."""
+    return b"".join(lines), np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
 
 
 # ----------------------------------------------------------------- the steps
@@ -232,17 +247,19 @@ def _sample(data_cfg) -> tuple[int, list[str], list[str]]:
     return pairs, sample_src, sample_tgt
 
 
-def _encode_all(data_cfg, folder: Path, tokenizer: Tokenizer, workers: int, pairs: int) -> tuple[int, int]:
-    """Encode every pair into ``folder``; returns (pairs kept, pairs left out). A corpus of
-    one chunk (``pairs`` <= CHUNK) is encoded in this process: workers would only add their
-    start-up time."""
+def _encode_all(
+    data_cfg, folder: Path, tokenizer: Tokenizer, workers: int, pairs: int, text: bool = False
+) -> tuple[int, int]:
+    """Encode every pair into ``folder`` (with ``text``, keep the kept pairs' lines too);
+    returns (pairs kept, pairs left out). A corpus of one chunk (``pairs`` <= CHUNK) is
+    encoded in this process: workers would only add their start-up time."""
     dtype = id_dtype(max(tokenizer.src_vocab_size, tokenizer.tgt_vocab_size))
-    writer, dropped = IndexedWriter(folder, dtype), 0
+    writer, dropped = IndexedWriter(folder, dtype, text), 0
     progress = ProgressReport("prepare: encoding")
     train = data_cfg.train
     jobs = ((src, tgt) for _, src, tgt in pair_chunks(Path(train.src), Path(train.tgt), data_cfg.train_lines,
                                                         progress=progress))  # fmt: skip
-    settings = ([str(tokenizer.src_path), str(tokenizer.tgt_path)], data_cfg.max_len, dtype.str)
+    settings = ([str(tokenizer.src_path), str(tokenizer.tgt_path)], data_cfg.max_len, dtype.str, text)
     pool = None
     if pairs <= CHUNK:
         _load(*settings)
@@ -253,10 +270,12 @@ def _encode_all(data_cfg, folder: Path, tokenizer: Tokenizer, workers: int, pair
         )  # no fork of threads
         results = pool.imap(_encode, jobs)
     try:
-        for src_ids, src_lengths, tgt_ids, tgt_lengths, left_out in results:
+        for src_ids, src_lengths, tgt_ids, tgt_lengths, left_out, *lines in results:
             writer.add("src", src_ids, src_lengths)
             writer.add("tgt", tgt_ids, tgt_lengths)
             dropped += left_out
+            for side, (joined, lengths) in zip(("src", "tgt"), lines, strict=False):  # none without text
+                writer.add_text(side, joined, lengths)
         if pool is not None:
             pool.close()  # the workers finish and leave
     except BaseException:
@@ -298,9 +317,11 @@ def prepare(
     """
     key, made_of = key or corpus_key(data_cfg, tokenizer)
     folder = cache_folder(data_cfg, key)
-    if (folder / "meta.json").is_file():
-        return folder
     workers = workers or data_cfg.num_workers or os.cpu_count() or 1
+    if (folder / "meta.json").is_file():
+        if keeps_text(data_cfg) and not IndexedPairs(folder).has_text():
+            add_text(data_cfg, folder, workers)
+        return folder
     cache_dir = folder.parent
     cache_dir.mkdir(parents=True, exist_ok=True)
     _clear_stale(cache_dir, key)
@@ -356,7 +377,7 @@ def _build(data_cfg, tmp: Path, workers: int, given: Tokenizer | None = None) ->
             train_sentencepiece(sample_tgt, *settings, tmp / names[1])
     trained = time.time()
     tokenizer = Tokenizer(tmp / names[0], tmp / names[-1])
-    kept, dropped = _encode_all(data_cfg, tmp, tokenizer, workers, lines)
+    kept, dropped = _encode_all(data_cfg, tmp, tokenizer, workers, lines, keeps_text(data_cfg))
     if kept == 0:
         raise UserError(
             f"{data_cfg.train.src}: every pair is longer than data.max_len={data_cfg.max_len} pieces; "
@@ -376,6 +397,39 @@ def _build(data_cfg, tmp: Path, workers: int, given: Tokenizer | None = None) ->
             "encode": round(time.time() - trained, 1),
         },
     }
+
+
+def keeps_text(data_cfg) -> bool:
+    """Whether the prepared folder must keep the training text: a run that samples segmentations."""
+    return bool(data_cfg.tokenizer.get("sampling", False))
+
+
+def add_text(data_cfg, folder: Path, workers: int) -> None:
+    """Add ``text/`` to a prepared ``folder``: encode the training files again into a
+    temporary folder beside it, check that the ids are the folder's, and move the text in
+    (one rename, so an interrupted addition leaves the folder as it was)."""
+    pairs, tokenizer = open_prepared(folder)
+    _clear_stale(folder.parent, folder.name)
+    tmp = folder.parent / f"{folder.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    start = time.time()
+    try:
+        log.info("prepare: adding the training text to %s (data.tokenizer.sampling)", folder)
+        kept, _ = _encode_all(data_cfg, tmp, tokenizer, workers, pairs.meta["lines"], text=True)
+        same = kept == len(pairs) and all(
+            np.array_equal(np.load(tmp / f"{side}.len.npy"), pairs.lengths(side)) for side in ("src", "tgt")
+        )
+        if not same:
+            raise UserError(f"{folder}: its ids are not the training files' now; delete it to prepare again")
+        try:
+            (tmp / TEXT).rename(folder / TEXT)
+        except OSError:  # another process added it first
+            if not IndexedPairs(folder).has_text():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("prepare: text added in %.0f s", time.time() - start)
 
 
 def open_prepared(folder: Path) -> tuple[IndexedPairs, Tokenizer]:

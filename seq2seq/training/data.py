@@ -18,6 +18,7 @@ from seq2seq.data.indexed import IndexedPairs
 from seq2seq.data.mixture import MixedPairs, Mixture
 from seq2seq.data.preparation import corpus_key, open_prepared, prepare
 from seq2seq.data.reading import read_parallel
+from seq2seq.data.sampling import METHODS, SampledPairs
 from seq2seq.data.tokenizer import Tokenizer, open_tokenizer
 from seq2seq.errors import UserError
 from seq2seq.training import distributed
@@ -40,7 +41,7 @@ class ValidLines:
 class TrainingData:
     """What a run trains and validates on."""
 
-    pairs: IndexedPairs | MixedPairs  # the prepared training pairs, memory-mapped
+    pairs: IndexedPairs | MixedPairs  # the prepared pairs, memory-mapped (for_epoch: an epoch's dataset)
     tokenizer: Tokenizer  # the run directory's copy, which checkpoints refer to
     lengths: tuple[np.ndarray, np.ndarray] | None  # (N,) source and (N,) target lengths (one corpus)
     batches_per_epoch: int  # of all processes together; the same every epoch
@@ -62,7 +63,9 @@ def data_key(data_cfg, tokenizer: Tokenizer | None = None) -> tuple[str, dict]:
 def training_data(data_cfg, max_tokens: int, run_dir: Path, key, tokenizer: Tokenizer | None) -> TrainingData:
     """Prepare ``data_cfg``'s training split (corpus key ``key``; with ``tokenizer``, a
     fine-tune's parent's, instead of training one), copy its tokenizer into ``run_dir`` and
-    read the validation split. Under torchrun the main process prepares, the others wait."""
+    read the validation split. Under torchrun the main process prepares, the others wait.
+    With ``data.tokenizer.sampling`` the pairs sample their segmentations every epoch
+    (``seq2seq/data/sampling.py``)."""
     if data_cfg.corpora:
         return _mixed_data(data_cfg, max_tokens, run_dir, key, tokenizer)
     if tokenizer is not None and tokenizer.target_tags:
@@ -74,6 +77,9 @@ def training_data(data_cfg, max_tokens: int, run_dir: Path, key, tokenizer: Toke
     folder = prepare(data_cfg, key=key, tokenizer=tokenizer) if main else None
     folder = Path(distributed.from_main(str(folder) if folder else None))
     pairs, prepared_tokenizer = open_prepared(folder)
+    if data_cfg.tokenizer.sampling:
+        tok = data_cfg.tokenizer
+        pairs = SampledPairs(folder, tok.model_type, tok.alpha, tok.nbest_size, data_cfg.max_len)
     run_tokenizer = _run_tokenizer(prepared_tokenizer, run_dir, data_cfg)
     meta = pairs.meta
     log.info(
@@ -83,6 +89,9 @@ def training_data(data_cfg, max_tokens: int, run_dir: Path, key, tokenizer: Toke
         data_cfg.max_len,
         folder,
     )
+    if data_cfg.tokenizer.sampling:
+        method = METHODS[data_cfg.tokenizer.model_type]
+        log.info("train: %s with alpha %g, a new segmentation every epoch", method, data_cfg.tokenizer.alpha)
     lengths = (pairs.lengths("src"), pairs.lengths("tgt"))
     batches = _check_batches(count_batches(*lengths, max_tokens), world)
     valid_lines = read_parallel(data_cfg.valid.src, data_cfg.valid.tgt, "data.valid")

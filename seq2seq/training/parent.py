@@ -10,7 +10,8 @@ score and batch order. The parent fixes two things, checked before any work
   rates (arguments named ``*dropout``), which a fine-tune may change, as it may
   ``optim.label_smoothing`` and every other ``optim.*`` and ``trainer.*`` key;
 - the tokenizer: the run's data are encoded with the parent's, never a new one, so each
-  ``data.tokenizer.*`` key must equal the parent's setting and agree with its models.
+  ``data.tokenizer.*`` key must equal the parent's setting and agree with its models (but
+  ``sampling``, ``alpha`` and ``nbest_size``, which change how training segments, not the tokenizer).
 
 Once the run has saved, it resumes from its own ``last.pt``, whose carried tokenizer
 (``kept_tokenizer``) is the one its corpus was prepared with; the parent file is then
@@ -31,6 +32,7 @@ from seq2seq.checkpoints.checkpointer import Saved
 from seq2seq.checkpoints.format import load_checkpoint
 from seq2seq.checkpoints.lineage import parent_record
 from seq2seq.checkpoints.loading import load_tokenizer
+from seq2seq.data.sampling import TRAINING_ONLY
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.errors import UserError
 from seq2seq.inference.ctranslate2.format import is_export
@@ -113,7 +115,7 @@ def check_parent(cfg, parent: Parent) -> None:
                 )
     before = parent.config.get("data", {}).get("tokenizer", {})
     for key, mine in OmegaConf.to_container(cfg.data.tokenizer, resolve=True).items():
-        if key in before and before[key] != mine:
+        if key in before and before[key] != mine and key not in TRAINING_ONLY:  # not sampling
             raise UserError(
                 f"data.tokenizer.{key}={mine}: {where} was made with data.tokenizer.{key}={before[key]}; "
                 f"a fine-tune keeps its parent's tokenizer (set data.tokenizer.{key}={before[key]})"

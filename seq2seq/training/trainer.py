@@ -321,10 +321,12 @@ class Trainer:
 
     def epoch_batches(self) -> DataLoader:
         """This process's batches of the current epoch that are not done yet, collated
-        ahead of the step by ``trainer.num_workers`` processes (pinned for CUDA)."""
-        order = self.data.epoch_order(self.tcfg.max_tokens, self.cfg.seed, self.progress.epoch)
+        ahead of the step by ``trainer.num_workers`` processes (pinned for CUDA) from the
+        dataset of this epoch (``for_epoch``: the pairs, or their segmentations sampled anew)."""
+        seed, epoch = self.cfg.seed, self.progress.epoch
+        order = self.data.epoch_order(self.tcfg.max_tokens, seed, epoch)
         return DataLoader(
-            self.data.pairs,
+            self.data.pairs.for_epoch(seed, epoch),
             batch_sampler=distributed.shard(order, self.progress.batch_in_epoch),
             collate_fn=identity,
             num_workers=self.tcfg.num_workers,
