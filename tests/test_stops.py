@@ -102,7 +102,7 @@ def test_signal_during_validation_abandons_it_and_saves(tiny_corpus, tmp_path, m
         time.sleep(30)  # the handler interrupts this
         raise AssertionError("validation was not abandoned")
 
-    monkeypatch.setattr(seq2seq.training.trainer, "validate", slow_validation)
+    monkeypatch.setattr(seq2seq.training.trainer, "validate_all", slow_validation)
     cfg = compose_train(tiny_corpus, "trainer.max_steps=10", "trainer.eval_every=3")
     began = time.time()
     trainer = seq2seq.training.trainer.train(cfg, tmp_path / "run")
@@ -263,6 +263,7 @@ def test_validation_pairs_longer_than_the_model_are_cut(tiny_corpus, tmp_path, c
     limit = trainer.model.max_positions
     cut = [m for m in caplog.messages if m.startswith("validation:")]
     assert cut == [f"validation: 1 pairs longer than the model's limit of {limit} pieces are cut"]
-    assert len(trainer.valid.src_ids[0]) == limit and trainer.valid.src_ids[0][-1] == EOS_ID
-    assert all(len(s) <= limit for s in trainer.valid.src_ids)
+    (valid,) = trainer.valid
+    assert len(valid.src_ids[0]) == limit and valid.src_ids[0][-1] == EOS_ID
+    assert all(len(s) <= limit for s in valid.src_ids)
     assert trainer.progress.validated_step == 2
