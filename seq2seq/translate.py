@@ -15,6 +15,7 @@ from pathlib import Path
 from seq2seq.cli.files import check_output_file, open_output
 from seq2seq.cli.loading import make_translator
 from seq2seq.cli.runner import run
+from seq2seq.data.reading import Lines
 from seq2seq.errors import UserError
 from seq2seq.inference.translator import clean_source, one_line
 
@@ -37,15 +38,14 @@ def stdin_chunks():
 
 
 def file_chunks(path: str, size: int = 2000):
-    """Yield lists of up to ``size`` lines (as bytes) of the file at ``path``."""
+    """Yield lists of up to ``size`` lines (as bytes) of the file at ``path``, plain or .gz,
+    read in blocks."""
+    lines = Lines(Path(path), "input")
     try:
-        lines = Path(path).read_bytes().split(b"\n")
-    except OSError as e:
-        raise UserError(f"{path}: cannot be read ({e.strerror})") from None
-    if lines and lines[-1] == b"":
-        lines.pop()
-    for i in range(0, len(lines), size):
-        yield lines[i : i + size]
+        while chunk := lines.take(size):
+            yield chunk
+    finally:
+        lines.close()
 
 
 def translate(cfg) -> None:

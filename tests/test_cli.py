@@ -119,6 +119,20 @@ def test_translate_stdin_one_line_per_line(trained):
     assert sorted(p.name for p in work.iterdir()) == ["run"]
 
 
+def test_translate_reads_plain_and_gzip_input_alike(tmp_path):
+    import gzip
+
+    from seq2seq.translate import file_chunks
+
+    text = "Ein Hund.\n\nEine Frau liest ein Buch.\nKinder.\n"
+    (tmp_path / "in.txt").write_text(text, encoding="utf-8")
+    with gzip.open(tmp_path / "in.txt.gz", "wt", encoding="utf-8") as f:
+        f.write(text)
+    plain = [line for chunk in file_chunks(str(tmp_path / "in.txt"), size=3) for line in chunk]
+    packed = [line for chunk in file_chunks(str(tmp_path / "in.txt.gz"), size=3) for line in chunk]
+    assert plain == packed == [line.encode() for line in text.splitlines()]
+
+
 def test_translate_files_nbest_and_heatmaps(trained, tmp_path):
     work, _, _ = trained
     (tmp_path / "in.txt").write_text("Ein Hund.\nEine Frau liest ein Buch.\n")

@@ -230,7 +230,7 @@ class EvaluateConfig(DecodeConfig):
 
 @dataclass
 class TranslateConfig(DecodeConfig):
-    input: str | None = setting(None, "file to translate (default: stdin, answered line by line)")
+    input: str | None = setting(None, "file to translate, plain or .gz (default: stdin, line by line)")
     output: str | None = setting(None, "file to write (default: stdout)")
     nbest_output: str | None = setting(None, "also write every n-best hypothesis: LINE<TAB>SCORE<TAB>TEXT")
     attention_dir: str | None = setting(None, "save one attention heatmap (PNG) per sentence here")
