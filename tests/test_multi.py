@@ -1,21 +1,27 @@
-"""Several corpora, one model: temperature sampling, target-language tags, tgt_lang, and
-validation per direction (``seq2seq/data/corpora.py``, ``seq2seq/data/mixture.py``)."""
+"""Several corpora, one model: temperature sampling, target-language tags, tgt_lang,
+validation per direction and subword sampling of every corpus (``seq2seq/data/corpora.py``,
+``seq2seq/data/mixture.py``)."""
 
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from seq2seq.config import compose
-from seq2seq.data.mixture import MixedPairs, Mixture, batch_quotas, mixture_probabilities
+from seq2seq.data.indexed import IndexedPairs
+from seq2seq.data.mixture import MixedEpoch, MixedPairs, Mixture, batch_quotas, mixture_probabilities
 from seq2seq.data.preparation import corpus_key
+from seq2seq.data.sampling import SampledPairs
 from seq2seq.data.tokenizer import Tokenizer, train_sentencepiece
 from seq2seq.errors import UserError
 from seq2seq.inference.translator import Translator
+from seq2seq.special import EOS_ID
 from tests.conftest import LEARN, assert_one_error, head, run_cli, tiny_overrides
 
 # ----------------------------------------------------------------- temperature sampling
@@ -158,7 +164,6 @@ def test_presets_of_several_corpora_compose():
         (["data=multi30k", "++data.corpora={x:{src:a,tgt:b,src_lang:de,tgt_lang:en}}"],
          ["data.train and data.corpora"]),
         (["data=tatoeba_multi30k", "data.tokenizer.joint=false"], ["data.tokenizer.joint=false"]),
-        (["data=tatoeba_multi30k", "data.tokenizer.sampling=true"], ["not data.corpora yet"]),
         (["data=tatoeba_multi30k", "data.corpora.multi30k.valid=null"], ["no entry has a valid split"]),
         (["data=tatoeba_multi30k", "data.corpora.tatoeba.weight=0"], ["data.corpora.tatoeba.weight=0"]),
         (["data=tatoeba_multi30k", "data.corpora.tatoeba.tgt_lang=e>n"], ["data.corpora.tatoeba.tgt_lang"]),
@@ -185,6 +190,87 @@ def test_each_source_starts_with_its_target_tag(tiny_corpus):
     batch = pairs.__getitems__([0, 1, n, n + 1])
     assert batch.src[:, 0].tolist() == [tags[0], tags[0], tags[1], tags[1]]
     assert batch.src[0, 1 : batch.src_lengths[0]].tolist() == pairs.corpora[0][0][0].tolist()
+
+
+# ----------------------------------------------------------------- subword sampling
+
+
+SAMPLING = {"model_type": "unigram", "alpha": 0.1, "nbest_size": 64, "max_len": 128}
+
+
+@pytest.fixture(scope="module")
+def sampled_folders(tiny_corpus):
+    """The two directions prepared by a run that samples: (folders, tokenizer, tags)."""
+    from seq2seq.data.corpora import prepare_corpora
+
+    cfg = compose("train", [*multi_overrides(tiny_corpus), "data.tokenizer.sampling=true"])
+    folders = prepare_corpora(cfg.data)
+    tok = Tokenizer(folders[0] / "spm.model", folders[0] / "spm.model")
+    return folders, tok, [tok.target_tags["en"], tok.target_tags["de"]]
+
+
+def test_a_mixture_with_sampling_keeps_each_corpus_text(sampled_folders):
+    folders, _, _ = sampled_folders
+    assert len(folders) == 2 and all(IndexedPairs(f).has_text() for f in folders)
+
+
+def test_a_sampled_mixture_changes_every_epoch_keeps_its_tags_and_decodes_to_the_text(sampled_folders):
+    folders, tok, tags = sampled_folders
+    pairs = MixedPairs(folders, [[t] for t in tags], "k", SAMPLING)
+    assert isinstance(pairs.for_epoch(1, 0), MixedEpoch)
+    n = len(pairs.corpora[0])
+    rows = [*range(20), *range(n, n + 20)]
+    changed = 0
+    for row in rows:
+        c, i = pairs.locate(row)
+        corpus = pairs.corpora[c]
+        epochs = [pairs.for_epoch(1, epoch)[row] for epoch in range(3)]
+        for src, tgt in epochs:
+            assert src[0] == tags[c] and src[-1] == EOS_ID and EOS_ID not in tgt
+            assert tok.src.decode(src[1:-1].tolist()) == tok.src.decode(corpus.ids("src", i)[:-1].tolist())
+            assert tok.decode_tgt(tgt.tolist()) == tok.decode_tgt(corpus.ids("tgt", i).tolist())
+            assert tok.src.decode(src[1:-1].tolist()) == corpus.text("src", i)
+        changed += len({tuple(src.tolist()) for src, _ in epochs}) > 1
+    assert changed >= 0.5 * len(rows)
+
+
+def test_a_sampled_mixture_is_a_function_of_seed_epoch_and_row(sampled_folders):
+    """Two fresh instances give the same batch for the same (seed, epoch, rows); the draws
+    are seeded with the row, so the second corpus's pair i does not repeat the first's."""
+    folders, _, tags = sampled_folders
+    prefixes = [[t] for t in tags]
+    n = len(MixedPairs(folders, prefixes, "k"))
+    n0 = len(IndexedPairs(folders[0]))
+    rows = np.array([3, n0 + 3, 0, n - 1, n0], dtype=np.int64)
+    first = MixedPairs(folders, prefixes, "k", SAMPLING).for_epoch(5, 2).__getitems__(rows)
+    again = pickle.loads(pickle.dumps(MixedPairs(folders, prefixes, "k", SAMPLING))).for_epoch(5, 2)
+    second = again.__getitems__(rows[::-1])
+    assert torch.equal(first.src, second.src.flip(0)) and torch.equal(first.tgt_out, second.tgt_out.flip(0))
+    assert not torch.equal(
+        first.src, MixedPairs(folders, prefixes, "k", SAMPLING).for_epoch(6, 2).__getitems__(rows).src
+    )
+    corpus = SampledPairs(folders[1], **SAMPLING)
+    for i in range(5):
+        assert again[n0 + i][1].tolist() == corpus.sample("tgt", i, 5, 2, row=n0 + i)
+    assert any(again[n0 + i][1].tolist() != corpus.sample("tgt", i, 5, 2) for i in range(20))
+
+
+def test_a_sampled_mixture_resumes_mid_epoch_with_the_same_batches(tiny_corpus, tmp_path):
+    from seq2seq.training.trainer import Trainer
+
+    overrides = [*multi_overrides(tiny_corpus), "trainer.samples=0", "trainer.num_workers=0"]
+    cfg = compose("train", [*overrides, "data.tokenizer.sampling=true"])
+    trainers = [Trainer(cfg, tmp_path / name) for name in ("run", "resumed")]
+    for trainer in trainers:
+        trainer.setup()
+    run, resumed = trainers
+    assert isinstance(run.data.pairs.for_epoch(cfg.seed, 0), MixedEpoch)
+    batches = list(run.epoch_batches())
+    resumed.progress.batch_in_epoch = 2
+    rest = list(resumed.epoch_batches())
+    assert len(rest) == len(batches) - 2
+    for b, expected in zip(rest, batches[2:], strict=True):
+        assert torch.equal(b.src, expected.src) and torch.equal(b.tgt_out, expected.tgt_out)
 
 
 # ----------------------------------------------------------------- end to end

@@ -65,8 +65,7 @@ LANGUAGE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,15}")
 
 def _check_corpora(data: DictConfig) -> None:
     """``data.corpora``: each entry complete, language codes fit for a ``<2xx>`` tag, one
-    joint vocabulary, no ``data.train`` beside them nor subword sampling, one validation set
-    per direction."""
+    joint vocabulary, no ``data.train`` beside them, one validation set per direction."""
     if not data.corpora:
         return
     if not OmegaConf.is_missing(data.train, "src"):
@@ -77,11 +76,6 @@ def _check_corpora(data: DictConfig) -> None:
     if not data.tokenizer.joint:
         raise UserError(
             "data.tokenizer.joint=false: data.corpora share one vocabulary; set data.tokenizer.joint=true"
-        )
-    if data.tokenizer.sampling:
-        raise UserError(
-            "data.tokenizer.sampling=true: subword sampling covers data.train, not data.corpora yet; "
-            "set data.tokenizer.sampling=false"
         )
     directions: dict[tuple[str, str], str] = {}
     for name, entry in data.corpora.items():

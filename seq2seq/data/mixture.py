@@ -21,6 +21,9 @@ sampling:
 * The corpora's batches are interleaved by a random permutation of seed ``(seed, epoch)``.
 
 Everything is a function of ``(seed, epoch)``, so a resumed run takes the same batches.
+With ``data.tokenizer.sampling`` each corpus is ``SampledPairs`` and an epoch's rows are
+sampled segmentations (``MixedEpoch``), a function of (seed, epoch, row) too; the batches
+are still made from the deterministic lengths.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import torch
 from seq2seq.data.batching import count_batches, token_batches
 from seq2seq.data.collate import Batch, collate
 from seq2seq.data.indexed import IndexedPairs
+from seq2seq.data.sampling import SampledPairs
 
 
 def mixture_probabilities(sizes, weights, temperature: float) -> np.ndarray:
@@ -103,10 +107,21 @@ class Mixture:
 
 class MixedPairs(torch.utils.data.Dataset):
     """The pairs of several prepared folders as one dataset (rows as ``Mixture`` numbers
-    them); a source is its corpus's prefix followed by its ids. ``meta``: {"key", "pairs"}."""
+    them); a source is its corpus's prefix followed by its ids. ``meta``: {"key", "pairs"}.
 
-    def __init__(self, folders: list[Path], prefixes: list[list[int]], key: str):
-        self.corpora = [IndexedPairs(folder) for folder in folders]
+    With ``sampling`` (``SampledPairs``'s model_type, alpha, nbest_size and max_len by name)
+    every folder is opened as ``SampledPairs`` and ``for_epoch`` gives the epoch's sampled
+    segmentations (``MixedEpoch``): row r's draws are seeded with (seed, epoch, r, side), the
+    row number of the joined corpora, so two corpora's pair i do not share them."""
+
+    def __init__(
+        self, folders: list[Path], prefixes: list[list[int]], key: str, sampling: dict | None = None
+    ):
+        if sampling is None:
+            self.corpora = [IndexedPairs(folder) for folder in folders]
+        else:
+            self.corpora = [SampledPairs(folder, **sampling) for folder in folders]
+        self.sampling = sampling is not None
         self.offsets = np.cumsum([0] + [len(c) for c in self.corpora])  # (C + 1,)
         dtype = self.corpora[0].dtype
         self.prefixes = [np.asarray(p, dtype=dtype) for p in prefixes]
@@ -119,15 +134,31 @@ class MixedPairs(torch.utils.data.Dataset):
         """Per corpus, its (N_c,) source and target lengths (memory-mapped, prefix not counted)."""
         return [(c.lengths("src"), c.lengths("tgt")) for c in self.corpora]
 
+    def locate(self, row: int) -> tuple[int, int]:
+        """(corpus, pair of that corpus) of a row."""
+        c = int(np.searchsorted(self.offsets, row, side="right")) - 1
+        return c, row - int(self.offsets[c])
+
+    def _prefixed(self, c: int, src) -> np.ndarray:
+        return np.concatenate([self.prefixes[c], src]) if len(self.prefixes[c]) else np.asarray(src)
+
     def pair(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """(prefix + source ids, target ids) of a row."""
-        c = int(np.searchsorted(self.offsets, row, side="right")) - 1
-        src, tgt = self.corpora[c][row - int(self.offsets[c])]
-        return (np.concatenate([self.prefixes[c], src]) if len(self.prefixes[c]) else src), tgt
+        c, i = self.locate(row)
+        src, tgt = self.corpora[c][i]
+        return self._prefixed(c, src), tgt
 
-    def for_epoch(self, seed: int, epoch: int) -> MixedPairs:
-        """The dataset of an epoch: these pairs as they are (no subword sampling of corpora)."""
-        return self
+    def sampled_pair(self, row: int, seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(prefix + source ids, target ids) of a row as epoch ``epoch`` of a run seeded
+        ``seed`` samples them (``SampledPairs.sample``, seeded with the row)."""
+        c, i = self.locate(row)
+        corpus = self.corpora[c]
+        src, tgt = (corpus.sample(side, i, seed, epoch, row=row) for side in ("src", "tgt"))
+        return self._prefixed(c, np.asarray(src, dtype=self.prefixes[c].dtype)), np.asarray(tgt)
+
+    def for_epoch(self, seed: int, epoch: int) -> MixedPairs | MixedEpoch:
+        """The dataset of an epoch: with sampling, its segmentations; else these pairs as they are."""
+        return MixedEpoch(self, seed, epoch) if self.sampling else self
 
     def __getitem__(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         return self.pair(row)
@@ -135,4 +166,23 @@ class MixedPairs(torch.utils.data.Dataset):
     def __getitems__(self, rows) -> Batch:
         """A whole padded batch of ``rows`` (what the DataLoader asks for)."""
         pairs = [self.pair(int(r)) for r in rows]
+        return collate([s for s, _ in pairs], [t for _, t in pairs])
+
+
+class MixedEpoch(torch.utils.data.Dataset):
+    """One epoch's view of ``MixedPairs`` opened with sampling: ``view[row]`` and
+    ``__getitems__`` give rows segmented as this (seed, epoch) samples them."""
+
+    def __init__(self, pairs: MixedPairs, seed: int, epoch: int):
+        self.pairs, self.seed, self.epoch = pairs, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.pairs.sampled_pair(int(row), self.seed, self.epoch)
+
+    def __getitems__(self, rows) -> Batch:
+        """A whole padded batch of ``rows``, sampled (what the DataLoader asks for)."""
+        pairs = [self.pairs.sampled_pair(int(r), self.seed, self.epoch) for r in rows]
         return collate([s for s, _ in pairs], [t for _, t in pairs])

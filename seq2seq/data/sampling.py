@@ -142,10 +142,14 @@ class SampledPairs(IndexedPairs):
             return UnigramSampler(processor, self.alpha, self.nbest_size)
         return BpeDropout(processor, self.alpha)
 
-    def sample(self, side: str, i: int, seed: int, epoch: int) -> np.ndarray | list[int]:
+    def sample(
+        self, side: str, i: int, seed: int, epoch: int, row: int | None = None
+    ) -> np.ndarray | list[int]:
         """Pair ``i``'s ``side`` ids as epoch ``epoch`` of a run seeded ``seed`` sees them: a
-        sampled segmentation (sources end in EOS), or the deterministic ids when that is too long."""
-        rng = random.Random(line_seed(seed, epoch, i, side))
+        sampled segmentation (sources end in EOS), or the deterministic ids when that is too long.
+        ``row``: the pair number the draws are seeded with (default ``i``; ``MixedPairs`` gives
+        its row, so that the corpora of a mixture do not share draws)."""
+        rng = random.Random(line_seed(seed, epoch, i if row is None else row, side))
         ids = self._sampler(side)(self.text(side, i), rng)
         if len(ids) + 1 > self.max_len:
             return self.ids(side, i)

@@ -78,8 +78,7 @@ def training_data(data_cfg, max_tokens: int, run_dir: Path, key, tokenizer: Toke
     folder = Path(distributed.from_main(str(folder) if folder else None))
     pairs, prepared_tokenizer = open_prepared(folder)
     if data_cfg.tokenizer.sampling:
-        tok = data_cfg.tokenizer
-        pairs = SampledPairs(folder, tok.model_type, tok.alpha, tok.nbest_size, data_cfg.max_len)
+        pairs = SampledPairs(folder, **_sampling(data_cfg))
     run_tokenizer = _run_tokenizer(prepared_tokenizer, run_dir, data_cfg)
     meta = pairs.meta
     log.info(
@@ -89,13 +88,30 @@ def training_data(data_cfg, max_tokens: int, run_dir: Path, key, tokenizer: Toke
         data_cfg.max_len,
         folder,
     )
-    if data_cfg.tokenizer.sampling:
-        method = METHODS[data_cfg.tokenizer.model_type]
-        log.info("train: %s with alpha %g, a new segmentation every epoch", method, data_cfg.tokenizer.alpha)
+    _log_sampling(data_cfg)
     lengths = (pairs.lengths("src"), pairs.lengths("tgt"))
     batches = _check_batches(count_batches(*lengths, max_tokens), world)
     valid_lines = read_parallel(data_cfg.valid.src, data_cfg.valid.tgt, "data.valid")
     return TrainingData(pairs, run_tokenizer, lengths, batches, [ValidLines(*valid_lines)])
+
+
+def _sampling(data_cfg) -> dict | None:
+    """``SampledPairs``'s settings by name with ``data.tokenizer.sampling``, else None."""
+    tok = data_cfg.tokenizer
+    if not tok.sampling:
+        return None
+    return {
+        "model_type": tok.model_type,
+        "alpha": tok.alpha,
+        "nbest_size": tok.nbest_size,
+        "max_len": data_cfg.max_len,
+    }
+
+
+def _log_sampling(data_cfg) -> None:
+    if data_cfg.tokenizer.sampling:
+        method = METHODS[data_cfg.tokenizer.model_type]
+        log.info("train: %s with alpha %g, a new segmentation every epoch", method, data_cfg.tokenizer.alpha)
 
 
 def _run_tokenizer(prepared: Tokenizer, run_dir: Path, data_cfg) -> Tokenizer:
@@ -118,7 +134,8 @@ def _check_batches(batches: int, world: int) -> int:
 
 
 def _mixed_data(data_cfg, max_tokens: int, run_dir: Path, key, tokenizer: Tokenizer | None) -> TrainingData:
-    """``training_data`` of ``data.corpora``: each corpus prepared with one tokenizer, joined."""
+    """``training_data`` of ``data.corpora``: each corpus prepared with one tokenizer, joined
+    (with ``data.tokenizer.sampling``, each keeping its text and sampled per epoch)."""
     main, world = distributed.is_main(), distributed.world_size()
     folders = [str(f) for f in prepare_corpora(data_cfg, tokenizer)] if main else None
     folders = [Path(f) for f in distributed.from_main(folders)]
@@ -126,7 +143,7 @@ def _mixed_data(data_cfg, max_tokens: int, run_dir: Path, key, tokenizer: Tokeni
     run_tokenizer = _run_tokenizer(prepared_tokenizer, run_dir, data_cfg)
     names = list(data_cfg.corpora)
     prefixes = [_prefix(run_tokenizer, data_cfg, name) for name in names]
-    pairs = MixedPairs(folders, prefixes, (key or mixture_key(data_cfg, tokenizer))[0])
+    pairs = MixedPairs(folders, prefixes, (key or mixture_key(data_cfg, tokenizer))[0], _sampling(data_cfg))
     weights = [data_cfg.corpora[name].weight for name in names]
     mixture = Mixture(pairs.lengths(), [len(p) for p in prefixes], weights, data_cfg.temperature, max_tokens)
     for name, corpus, p, m in zip(names, pairs.corpora, mixture.probabilities, mixture.quotas, strict=True):
@@ -137,6 +154,7 @@ def _mixed_data(data_cfg, max_tokens: int, run_dir: Path, key, tokenizer: Tokeni
             name, entry.src_lang, entry.tgt_lang, corpus.meta["pairs"], corpus.meta["longer_than_max_len"],
             data_cfg.max_len, 100 * p, m,
         )  # fmt: skip
+    _log_sampling(data_cfg)
     batches = _check_batches(mixture.batches_per_epoch, world)
     valid = []
     for name in names:
