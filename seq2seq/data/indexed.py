@@ -87,6 +87,20 @@ def offsets_of(lengths: np.ndarray) -> np.ndarray:
     return offsets
 
 
+def map_sides(folder: Path, dtype: np.dtype) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each side's flat ``<side>.bin`` of ``dtype`` items, memory-mapped, and its
+    ``<side>.off.npy`` offsets: {"src": (items, offsets), "tgt": ...}."""
+    return {
+        side: (
+            np.memmap(folder / f"{side}.bin", dtype=dtype, mode="r")
+            if (folder / f"{side}.bin").stat().st_size  # numpy cannot map an empty file
+            else np.zeros(0, dtype),
+            np.load(folder / f"{side}.off.npy", mmap_mode="r"),
+        )
+        for side in ("src", "tgt")
+    }
+
+
 class IndexedPairs(torch.utils.data.Dataset):
     """The pairs of a prepared folder. ``pairs[i]`` is (source ids, target ids), numpy arrays.
 
@@ -103,16 +117,7 @@ class IndexedPairs(torch.utils.data.Dataset):
 
     def _open(self) -> dict:
         if self._maps is None:
-            f = self.folder
-            self._maps = {
-                side: (
-                    np.memmap(f / f"{side}.bin", dtype=self.dtype, mode="r")
-                    if (f / f"{side}.bin").stat().st_size
-                    else np.zeros(0, self.dtype),
-                    np.load(f / f"{side}.off.npy", mmap_mode="r"),
-                )
-                for side in ("src", "tgt")
-            }
+            self._maps = map_sides(self.folder, self.dtype)
         return self._maps
 
     def __getstate__(self):
@@ -136,16 +141,7 @@ class IndexedPairs(torch.utils.data.Dataset):
     def text(self, side: str, i: int) -> str:
         """The line that pair ``i``'s ``side`` ids encode (a folder with ``text/``)."""
         if self._text is None:
-            f = self.folder / TEXT
-            self._text = {
-                side: (
-                    np.memmap(f / f"{side}.bin", dtype=np.uint8, mode="r")
-                    if (f / f"{side}.bin").stat().st_size
-                    else np.zeros(0, np.uint8),
-                    np.load(f / f"{side}.off.npy", mmap_mode="r"),
-                )
-                for side in ("src", "tgt")
-            }
+            self._text = map_sides(self.folder / TEXT, np.dtype(np.uint8))
         data, off = self._text[side]
         return data[off[i] : off[i + 1]].tobytes().decode("utf-8")
 
