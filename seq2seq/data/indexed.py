@@ -145,7 +145,7 @@ class IndexedPairs(torch.utils.data.Dataset):
         data, off = self._text[side]
         return data[off[i] : off[i + 1]].tobytes().decode("utf-8")
 
-    def for_epoch(self, seed: int, epoch: int) -> torch.utils.data.Dataset:
+    def for_epoch(self, seed: int, epoch: int, first_row: int = 0) -> torch.utils.data.Dataset:
         """The dataset that epoch ``epoch`` of a run seeded ``seed`` trains on: these pairs as
         they are (``seq2seq/data/sampling.py`` overrides it with sampled segmentations)."""
         return self

@@ -121,7 +121,6 @@ class MixedPairs(torch.utils.data.Dataset):
             self.corpora = [IndexedPairs(folder) for folder in folders]
         else:
             self.corpora = [SampledPairs(folder, **sampling) for folder in folders]
-        self.sampling = sampling is not None
         self.offsets = np.cumsum([0] + [len(c) for c in self.corpora])  # (C + 1,)
         dtype = self.corpora[0].dtype
         self.prefixes = [np.asarray(p, dtype=dtype) for p in prefixes]
@@ -139,50 +138,48 @@ class MixedPairs(torch.utils.data.Dataset):
         c = int(np.searchsorted(self.offsets, row, side="right")) - 1
         return c, row - int(self.offsets[c])
 
-    def _prefixed(self, c: int, src) -> np.ndarray:
-        return np.concatenate([self.prefixes[c], src]) if len(self.prefixes[c]) else np.asarray(src)
-
-    def pair(self, row: int) -> tuple[np.ndarray, np.ndarray]:
-        """(prefix + source ids, target ids) of a row."""
+    def pair(self, row: int, corpora=None) -> tuple[np.ndarray, np.ndarray]:
+        """(prefix + source ids, target ids) of a row, read from ``corpora`` (default: the
+        prepared ones; an epoch's views of them for ``MixedEpoch``)."""
         c, i = self.locate(row)
-        src, tgt = self.corpora[c][i]
-        return self._prefixed(c, src), tgt
+        src, tgt = (corpora or self.corpora)[c][i]
+        prefix = self.prefixes[c]
+        return (np.concatenate([prefix, src]) if len(prefix) else np.asarray(src)), np.asarray(tgt)
 
-    def sampled_pair(self, row: int, seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        """(prefix + source ids, target ids) of a row as epoch ``epoch`` of a run seeded
-        ``seed`` samples them (``SampledPairs.sample``, seeded with the row)."""
-        c, i = self.locate(row)
-        corpus = self.corpora[c]
-        src, tgt = (corpus.sample(side, i, seed, epoch, row=row) for side in ("src", "tgt"))
-        return self._prefixed(c, np.asarray(src, dtype=self.prefixes[c].dtype)), np.asarray(tgt)
+    def batch(self, rows, corpora=None) -> Batch:
+        """A whole padded batch of ``rows`` (what the DataLoader asks for)."""
+        pairs = [self.pair(int(r), corpora) for r in rows]
+        return collate([s for s, _ in pairs], [t for _, t in pairs])
 
     def for_epoch(self, seed: int, epoch: int) -> MixedPairs | MixedEpoch:
-        """The dataset of an epoch: with sampling, its segmentations; else these pairs as they are."""
-        return MixedEpoch(self, seed, epoch) if self.sampling else self
+        """The dataset of an epoch: each corpus's ``for_epoch`` (sampled segmentations, seeded
+        with the row of the joined corpora); these pairs themselves when none samples."""
+        starts = self.offsets[:-1].tolist()  # each corpus's first row
+        views = [c.for_epoch(seed, epoch, start) for c, start in zip(self.corpora, starts, strict=True)]
+        if all(v is c for v, c in zip(views, self.corpora, strict=True)):
+            return self
+        return MixedEpoch(self, views)
 
     def __getitem__(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         return self.pair(row)
 
     def __getitems__(self, rows) -> Batch:
-        """A whole padded batch of ``rows`` (what the DataLoader asks for)."""
-        pairs = [self.pair(int(r)) for r in rows]
-        return collate([s for s, _ in pairs], [t for _, t in pairs])
+        return self.batch(rows)
 
 
 class MixedEpoch(torch.utils.data.Dataset):
-    """One epoch's view of ``MixedPairs`` opened with sampling: ``view[row]`` and
-    ``__getitems__`` give rows segmented as this (seed, epoch) samples them."""
+    """One epoch's view of ``MixedPairs`` whose corpora sample: rows read from the corpora's
+    epoch views (``SampledPairs.for_epoch``)."""
 
-    def __init__(self, pairs: MixedPairs, seed: int, epoch: int):
-        self.pairs, self.seed, self.epoch = pairs, seed, epoch
+    def __init__(self, pairs: MixedPairs, views: list):
+        self.pairs, self.views = pairs, views
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, row: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.pairs.sampled_pair(int(row), self.seed, self.epoch)
+        return self.pairs.pair(int(row), self.views)
 
     def __getitems__(self, rows) -> Batch:
         """A whole padded batch of ``rows``, sampled (what the DataLoader asks for)."""
-        pairs = [self.pairs.sampled_pair(int(r), self.seed, self.epoch) for r in rows]
-        return collate([s for s, _ in pairs], [t for _, t in pairs])
+        return self.pairs.batch(rows, self.views)

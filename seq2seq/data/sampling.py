@@ -155,26 +155,27 @@ class SampledPairs(IndexedPairs):
             return self.ids(side, i)
         return ids + [EOS_ID] if side == "src" else ids
 
-    def for_epoch(self, seed: int, epoch: int) -> EpochPairs:
-        """The dataset of epoch ``epoch`` of a run seeded ``seed``: these pairs, sampled."""
-        return EpochPairs(self, seed, epoch)
+    def for_epoch(self, seed: int, epoch: int, first_row: int = 0) -> EpochPairs:
+        """The dataset of epoch ``epoch`` of a run seeded ``seed``: these pairs, sampled, pair i's
+        draws seeded with row ``first_row + i`` (a mixture's row, so its corpora share no draws)."""
+        return EpochPairs(self, seed, epoch, first_row)
 
 
 class EpochPairs(torch.utils.data.Dataset):
     """One epoch's view of ``SampledPairs``: ``view[i]`` and ``__getitems__`` give pair i
     segmented as this (seed, epoch) samples it."""
 
-    def __init__(self, pairs: SampledPairs, seed: int, epoch: int):
-        self.pairs, self.seed, self.epoch = pairs, seed, epoch
+    def __init__(self, pairs: SampledPairs, seed: int, epoch: int, first_row: int = 0):
+        self.pairs, self.seed, self.epoch, self.first_row = pairs, seed, epoch, first_row
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, i: int) -> tuple:
-        return tuple(self.pairs.sample(side, i, self.seed, self.epoch) for side in ("src", "tgt"))
+        row = self.first_row + i
+        return tuple(self.pairs.sample(side, i, self.seed, self.epoch, row) for side in ("src", "tgt"))
 
     def __getitems__(self, rows) -> Batch:
         """A whole padded batch of the pairs ``rows``, sampled (what the DataLoader asks for)."""
-        sample, seed, epoch = self.pairs.sample, self.seed, self.epoch
-        src = [sample("src", i, seed, epoch) for i in rows]
-        return collate(src, [sample("tgt", i, seed, epoch) for i in rows])
+        pairs = [self[i] for i in rows]
+        return collate([s for s, _ in pairs], [t for _, t in pairs])
