@@ -13,7 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
-from seq2seq.checkpoints.format import load_checkpoint
+from seq2seq.checkpoints.format import load_checkpoint, step_name
 from seq2seq.data.collate import collate
 from seq2seq.models.transformer import Transformer
 from seq2seq.training.step import Objective, Optimization, train_step
@@ -137,3 +137,24 @@ def test_torchrun_trains_into_one_run_directory_and_resumes_exactly(tiny_corpus,
     assert "saved by 2 processes, not 1" in proc.stderr
     after = load_checkpoint(run_dir / "checkpoints" / "last.pt")["progress"]
     assert (after["step"], after["epoch"], after["batch_in_epoch"]) == (7, 0, 13)  # one more batch
+
+
+def test_torchrun_fine_tunes_from_a_checkpoint(tiny_corpus, tmp_path):
+    overrides = [
+        *tiny_overrides(tiny_corpus),
+        "trainer.max_tokens=300",
+        f"data.cache_dir={tmp_path / 'cache'}",
+    ]
+    run_cli("train", *overrides, f"hydra.run.dir={tmp_path / 'parent'}", cwd=tmp_path)
+    parent = tmp_path / "parent" / "checkpoints" / "best.pt"
+
+    fine_tune = tmp_path / "fine_tune"
+    torchrun(*overrides, f"trainer.init_from={parent}", f"hydra.run.dir={fine_tune}", cwd=tmp_path)
+    assert "fine-tuning from" in (fine_tune / "train.log").read_text()
+    ckpt = load_checkpoint(fine_tune / "checkpoints" / "last.pt")
+    assert ckpt["parent"]["path"] == str(parent.resolve())
+    assert ckpt["progress"]["step"] == 4 and len(ckpt["rng"]) == 2
+    start = load_checkpoint(fine_tune / "checkpoints" / step_name(0))  # the parent's weights, validated first
+    weights = load_checkpoint(parent)["model"]
+    assert start["progress"]["step"] == 0
+    assert all(torch.equal(start["model"][name], value) for name, value in weights.items())
