@@ -13,9 +13,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from seq2seq.checkpoints.format import load_checkpoint
 from seq2seq.config import compose
 from seq2seq.data.indexed import IndexedPairs
-from seq2seq.data.mixture import MixedEpoch, MixedPairs, Mixture, batch_quotas, mixture_probabilities
+from seq2seq.data.mixture import MixedEpoch, MixedPairs, Mixture, mixture_probabilities, pair_quotas
 from seq2seq.data.preparation import corpus_key
 from seq2seq.data.sampling import SampledPairs
 from seq2seq.data.tokenizer import Tokenizer, train_sentencepiece
@@ -35,9 +36,9 @@ def test_probabilities_follow_size_at_temperature_1_and_flatten_above():
 
 
 def test_quotas_sum_to_the_epoch_and_round_to_the_nearest():
-    assert batch_quotas(10, np.array([0.55, 0.45])).tolist() == [6, 4]  # 5.5 and 4.5: ties to the first
-    assert batch_quotas(7, np.array([1 / 3, 1 / 3, 1 / 3])).tolist() == [3, 2, 2]
-    quotas = batch_quotas(1000, mixture_probabilities([5, 50, 500], [1, 1, 1], 3.0))
+    assert pair_quotas(10, np.array([0.55, 0.45])).tolist() == [6, 4]  # 5.5 and 4.5: ties to the first
+    assert pair_quotas(7, np.array([1 / 3, 1 / 3, 1 / 3])).tolist() == [3, 2, 2]
+    quotas = pair_quotas(1000, mixture_probabilities([5, 50, 500], [1, 1, 1], 3.0))
     assert quotas.sum() == 1000
 
 
@@ -47,17 +48,22 @@ def mixture(temperature: float, sizes=(400, 60), weights=(1, 1)) -> Mixture:
     return Mixture(lengths, [1, 1], list(weights), temperature, max_tokens=200)
 
 
-def corpus_of(m: Mixture, batch: np.ndarray) -> int:
-    corpora = np.searchsorted(m.offsets, batch, side="right") - 1
-    assert len(set(corpora.tolist())) == 1  # one corpus a batch
-    return int(corpora[0])
+def corpora_of(m: Mixture, rows: np.ndarray) -> np.ndarray:
+    return np.searchsorted(m.offsets, rows, side="right") - 1
 
 
-def test_at_temperature_1_an_epoch_is_one_pass_over_every_corpus():
+def test_at_temperature_1_an_epoch_is_one_pass_over_every_corpus_in_mixed_batches():
     m = mixture(1.0)
-    assert m.quotas.tolist() == m.per_pass.tolist()
-    rows = np.concatenate(m.batches(seed=1, epoch=0))
-    assert sorted(rows.tolist()) == list(range(460))  # every pair once
+    assert m.quotas.tolist() == [400, 60]
+    for epoch in range(3):
+        batches = m.batches(seed=1, epoch=epoch)
+        assert sorted(np.concatenate(batches).tolist()) == list(range(460))  # every pair once
+        assert len(batches) == m.count(1, epoch) == m.count(1, 0)  # and as many batches every epoch
+    mixed = [b for b in m.batches(1, 0) if len(set(corpora_of(m, b).tolist())) == 2]
+    assert len(mixed) > len(m.batches(1, 0)) // 2  # most batches hold pairs of both corpora
+    for batch in m.batches(1, 0):  # each within trainer.max_tokens (source sizes count the prefix)
+        size = np.maximum(m.src[batch], m.tgt[batch] + 1)
+        assert len(batch) * size.max() <= 200
 
 
 def test_batches_are_a_function_of_seed_and_epoch():
@@ -67,21 +73,21 @@ def test_batches_are_a_function_of_seed_and_epoch():
     assert [b.tolist() for b in first] == [b.tolist() for b in again]  # what exact resume needs
     assert [b.tolist() for b in first] != [b.tolist() for b in m.batches(seed=1, epoch=3)]
     assert [b.tolist() for b in first] != [b.tolist() for b in m.batches(seed=2, epoch=2)]
-    assert all(len(m.batches(1, e)) == m.batches_per_epoch for e in range(4))  # the same every epoch
+    fresh = mixture(3.0)  # the count, known before the batches are made
+    counts = [fresh.count(1, e) for e in range(6)]
+    assert counts == [len(m.batches(1, e)) for e in range(6)]
+    assert len(set(counts)) > 1  # epochs that draw different pairs may pack into more or fewer batches
 
 
 def test_a_high_temperature_up_samples_the_small_corpus_without_replacement():
     m = mixture(5.0)
     for epoch in range(3):
-        batches = m.batches(seed=1, epoch=epoch)
-        counts = np.bincount([corpus_of(m, b) for b in batches], minlength=2)
-        assert counts.tolist() == m.quotas.tolist()
-    assert m.quotas[1] > m.per_pass[1]  # more batches of the small corpus than one pass has
-    assert m.probabilities[1] == pytest.approx(
-        m.per_pass[1] ** 0.2 / (m.per_pass[0] ** 0.2 + m.per_pass[1] ** 0.2)
-    )
-    # It goes through its pairs pass after pass: over the epochs, each pair as often as the others (+-1).
-    seen = np.concatenate([b for e in range(3) for b in m.batches(1, e) if corpus_of(m, b) == 1])
+        rows = np.concatenate(m.batches(seed=1, epoch=epoch))
+        assert np.bincount(corpora_of(m, rows), minlength=2).tolist() == m.quotas.tolist()
+    assert m.quotas[1] > 60  # more pairs of the small corpus than it has
+    assert m.probabilities[1] == pytest.approx(60**0.2 / (400**0.2 + 60**0.2))
+    # It goes through its pairs shuffle after shuffle: over epochs, each pair as often as the others (+-1).
+    seen = np.concatenate([b[b >= 400] for e in range(3) for b in m.batches(1, e)])
     counts = np.bincount(seen - 400, minlength=60)
     assert counts.max() - counts.min() <= 1
 
@@ -143,6 +149,26 @@ def multi_overrides(corpus: dict[str, Path]) -> list[str]:
     """``tiny_overrides`` with the two directions in place of data.train/valid/test."""
     kept = [o for o in tiny_overrides(corpus) if not o.startswith(("data.train", "data.valid", "data.test"))]
     return ["~data", *kept, corpora_override(corpus), "data.temperature=2"]
+
+
+@pytest.mark.slow
+def test_a_mixture_resumes_exactly_across_epochs(tiny_corpus, tmp_path):
+    base = [
+        *multi_overrides(tiny_corpus),
+        "trainer.max_tokens=2000",
+        "trainer.precision=fp32",
+        "trainer.patience=0",
+    ]
+    run_cli("train", *base, "trainer.max_steps=30", "hydra.run.dir=straight", cwd=tmp_path)
+    run_cli("train", *base, "trainer.max_steps=16", "hydra.run.dir=resumed", cwd=tmp_path)
+    run_cli("train", *base, "trainer.max_steps=30", "hydra.run.dir=resumed", cwd=tmp_path)
+    straight = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
+    resumed = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    where = ("step", "epoch", "batch_in_epoch")
+    assert [resumed["progress"][k] for k in where] == [straight["progress"][k] for k in where]
+    assert straight["progress"]["epoch"] >= 2  # two epochs' ends were crossed
+    for name, value in straight["model"].items():
+        assert torch.equal(resumed["model"][name], value), name
 
 
 def test_the_bilingual_preparation_key_is_unchanged():

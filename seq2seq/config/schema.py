@@ -111,8 +111,8 @@ class DataConfig:
     )
     temperature: float = setting(
         1.0,
-        "data.corpora: a batch comes from corpus i with p_i ~ (weight_i * b_i) ** (1 / T), b_i its "
-        "batches a pass; 1: in proportion to size, more: flatter",
+        "data.corpora: corpus i gets p_i ~ (weight_i * N_i) ** (1 / T) of an epoch's pairs, N_i its "
+        "pairs; 1: in proportion to size, more: flatter",
         POSITIVE,
     )
     max_len: int = setting(128, "pairs with more pieces on either side are left out of training", AT_LEAST_1)

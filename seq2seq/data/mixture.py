@@ -5,25 +5,25 @@ shared tokenizer, ``seq2seq/data/corpora.py``): pair ``i`` of corpus ``c`` is ro
 ``offsets[c] + i``, and its source gets the corpus's prefix (the ``<2xx>`` tag of its target
 language, when the corpora have several) before its ids.
 
-Batches (``mixture_batches``) are token batches of one corpus each, drawn with temperature
-sampling:
+An epoch draws pairs from the corpora with temperature sampling, then packs them together:
 
-* Corpus c alone makes ``b_c`` batches per pass (``count_batches``; its size, in batches,
-  which follow its tokens). An epoch is ``B = sum(b_c)`` batches: what one pass over every
-  corpus takes.
-* Corpus c gets ``p_c ~ (weight_c * b_c) ** (1 / T)`` of them (``data.temperature`` T; 1:
-  in proportion to size, larger: flatter), rounded to whole batches by largest remainder
-  (``batch_quotas``). With T = 1 and equal weights every pair is seen once an epoch.
-* Each corpus walks through its own passes, without replacement: its ``m_c`` batches of
-  epoch e are positions ``e * m_c .. (e + 1) * m_c - 1`` of the endless sequence of its
-  passes, pass j being ``token_batches`` of its lengths with seed ``(seed, c)`` and epoch j.
-  An up-sampled corpus repeats, a down-sampled one goes on where the last epoch stopped.
-* The corpora's batches are interleaved by a random permutation of seed ``(seed, epoch)``.
+* Corpus c gets ``p_c ~ (weight_c * N_c) ** (1 / T)`` of an epoch's pairs (``N_c`` its pairs,
+  ``data.temperature`` T; 1: in proportion to size, larger: flatter). An epoch holds as many
+  pairs as all corpora together, split by largest remainder into whole quotas ``n_c``
+  (``pair_quotas``). With T = 1 and equal weights every pair is seen once an epoch.
+* Each corpus walks through its pairs without replacement: its ``n_c`` pairs of epoch e are
+  positions ``e * n_c .. (e + 1) * n_c - 1`` of the endless sequence of its shuffles, shuffle j
+  being a permutation of seed ``(seed, c, j)``. An up-sampled corpus repeats, a down-sampled
+  one goes on where the last epoch stopped.
+* The drawn pairs of all corpora are packed into token batches together (``token_batches``
+  with seed ``(seed, epoch)``), so a batch mixes corpora and directions. Batches of one
+  corpus each learn far more slowly in a multilingual model (docs/RECIPES.md).
 
-Everything is a function of ``(seed, epoch)``, so a resumed run takes the same batches.
-With ``data.tokenizer.sampling`` each corpus is ``SampledPairs`` and an epoch's rows are
-sampled segmentations (``MixedEpoch``), a function of (seed, epoch, row) too; the batches
-are still made from the deterministic lengths.
+Everything is a function of ``(seed, epoch)``, so a resumed run takes the same batches. How
+many batches an epoch makes depends on which pairs it drew: ``Mixture.count`` tells (every
+epoch the same when T = 1 and the weights are equal). With ``data.tokenizer.sampling`` each
+corpus is ``SampledPairs`` and an epoch's rows are sampled segmentations (``MixedEpoch``), a
+function of (seed, epoch, row) too; the batches are still made from the deterministic lengths.
 """
 
 from __future__ import annotations
@@ -40,15 +40,15 @@ from seq2seq.data.sampling import SampledPairs
 
 
 def mixture_probabilities(sizes, weights, temperature: float) -> np.ndarray:
-    """(C,) the share of an epoch's batches each corpus gets: ``(weight * size) ** (1 / T)``,
-    normalised. ``sizes``: (C,) batches per pass; ``weights``: (C,)."""
+    """(C,) the share of an epoch's pairs each corpus gets: ``(weight * size) ** (1 / T)``,
+    normalised. ``sizes``: (C,) pairs; ``weights``: (C,)."""
     scaled = np.asarray(weights, dtype=np.float64) * np.asarray(sizes, dtype=np.float64)
     p = scaled ** (1.0 / temperature)
     return p / p.sum()
 
 
-def batch_quotas(total: int, probabilities: np.ndarray) -> np.ndarray:
-    """(C,) whole numbers of batches, summing to ``total``, nearest to ``total * p``
+def pair_quotas(total: int, probabilities: np.ndarray) -> np.ndarray:
+    """(C,) whole numbers of pairs, summing to ``total``, nearest to ``total * p``
     (largest remainder; ties to the first corpus)."""
     exact = total * np.asarray(probabilities, dtype=np.float64)
     quotas = np.floor(exact + 1e-9).astype(np.int64)
@@ -71,38 +71,40 @@ class Mixture:
     """
 
     def __init__(self, lengths, prefix_lengths, weights, temperature: float, max_tokens: int):
-        pairs = zip(lengths, prefix_lengths, strict=True)
-        self.lengths = [(np.asarray(src, dtype=np.int64) + extra, tgt) for (src, tgt), extra in pairs]
+        pairs = list(zip(lengths, prefix_lengths, strict=True))
+        self.src = np.concatenate([np.asarray(src, np.int32) + extra for (src, _), extra in pairs])  # (N,)
+        self.tgt = np.concatenate([np.asarray(tgt, np.int32) for (_, tgt), _ in pairs])  # (N,)
+        self.sizes = np.array([len(src) for (src, _), _ in pairs])  # (C,)
+        self.offsets = np.cumsum([0, *self.sizes.tolist()])  # (C + 1,)
         self.max_tokens = max_tokens
-        self.offsets = np.cumsum([0] + [len(src) for src, _ in lengths])  # (C + 1,)
-        self.per_pass = np.array([count_batches(src, tgt, max_tokens) for src, tgt in self.lengths])  # (C,)
-        self.probabilities = mixture_probabilities(self.per_pass, weights, temperature)
-        self.quotas = batch_quotas(int(self.per_pass.sum()), self.probabilities)
+        self.probabilities = mixture_probabilities(self.sizes, weights, temperature)
+        self.quotas = pair_quotas(int(self.sizes.sum()), self.probabilities)  # (C,) pairs an epoch
+        self._counts: dict[tuple[int, int], int] = {}
 
-    @property
-    def batches_per_epoch(self) -> int:
-        return int(self.quotas.sum())
+    def rows(self, seed: int, epoch: int) -> np.ndarray:
+        """(sum n_c,) the rows of the joined corpora that ``epoch`` draws, sorted."""
+        drawn = []
+        for c, (n, size) in enumerate(zip(self.quotas.tolist(), self.sizes.tolist(), strict=True)):
+            start, stop = epoch * n, (epoch + 1) * n
+            for j in range(start // size, -(-stop // size)):  # the shuffles that hold start .. stop - 1
+                shuffle = np.random.default_rng([seed, c, j]).permutation(size)
+                first, last = max(start - j * size, 0), min(stop - j * size, size)
+                drawn.append(shuffle[first:last] + int(self.offsets[c]))
+        return np.sort(np.concatenate(drawn))
 
     def batches(self, seed: int, epoch: int) -> list[np.ndarray]:
-        """The epoch's batches, each an int array of rows of the joined corpora (one corpus a batch)."""
-        own: list[list[np.ndarray]] = []
-        for c, (m, b) in enumerate(zip(self.quotas.tolist(), self.per_pass.tolist(), strict=True)):
-            start, stop = epoch * m, (epoch + 1) * m
-            drawn: list[np.ndarray] = []
-            for j in range(start // b, -(-stop // b)):  # the passes that hold positions start .. stop - 1
-                src, tgt = self.lengths[c]
-                passes = token_batches(src, tgt, self.max_tokens, (seed, c), j)
-                first, last = max(start - j * b, 0), min(stop - j * b, b)
-                drawn += [batch.astype(np.int64) + int(self.offsets[c]) for batch in passes[first:last]]
-            own.append(drawn)
-        labels = np.repeat(np.arange(len(own)), self.quotas)
-        labels = np.random.default_rng([seed, epoch]).permutation(labels)
-        taken = [0] * len(own)
-        order = []
-        for c in labels.tolist():
-            order.append(own[c][taken[c]])
-            taken[c] += 1
-        return order
+        """The epoch's batches, each an int array of rows of the joined corpora."""
+        rows = self.rows(seed, epoch)
+        packed = token_batches(self.src[rows], self.tgt[rows], self.max_tokens, seed, epoch)
+        self._counts[(seed, epoch)] = len(packed)
+        return [rows[batch] for batch in packed]
+
+    def count(self, seed: int, epoch: int) -> int:
+        """How many batches ``batches(seed, epoch)`` makes (remembered once known)."""
+        if (seed, epoch) not in self._counts:
+            rows = self.rows(seed, epoch)
+            self._counts[(seed, epoch)] = count_batches(self.src[rows], self.tgt[rows], self.max_tokens)
+        return self._counts[(seed, epoch)]
 
 
 class MixedPairs(torch.utils.data.Dataset):

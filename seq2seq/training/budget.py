@@ -64,7 +64,8 @@ def budget_spent(progress: Progress, tcfg) -> str | None:
 
 def budget_fraction(progress: Progress, tcfg, batches_per_epoch: int) -> float:
     """The largest fraction spent of the budgets that are set (steps, epochs, time), 0 to 1;
-    ``batches_per_epoch`` counts the batches of all processes, as ``batch_in_epoch`` does."""
+    ``batches_per_epoch`` counts the current epoch's batches of all processes, as
+    ``batch_in_epoch`` does."""
     fractions = [0.0]
     if tcfg.max_steps:
         fractions.append(progress.step / tcfg.max_steps)

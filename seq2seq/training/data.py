@@ -44,7 +44,7 @@ class TrainingData:
     pairs: IndexedPairs | MixedPairs  # the prepared pairs, memory-mapped (for_epoch: an epoch's dataset)
     tokenizer: Tokenizer  # the run directory's copy, which checkpoints refer to
     lengths: tuple[np.ndarray, np.ndarray] | None  # (N,) source and (N,) target lengths (one corpus)
-    batches_per_epoch: int  # of all processes together; the same every epoch
+    batches_per_epoch: int  # of all processes, in the first epoch (a mixture's others may differ)
     valid: list[ValidLines]  # one validation split, or one per direction of data.corpora
     mixture: Mixture | None = None  # data.corpora: how an epoch draws from them
 
@@ -54,20 +54,29 @@ class TrainingData:
             return self.mixture.batches(seed, epoch)
         return token_batches(*self.lengths, max_tokens, seed, epoch)
 
+    def batches_in(self, max_tokens: int, seed: int, epoch: int) -> int:
+        """How many batches ``epoch_order`` gives ``epoch``: the same every epoch, but for a
+        mixture whose epochs draw different pairs (``Mixture.count``)."""
+        if self.mixture is not None:
+            return self.mixture.count(seed, epoch)
+        return self.batches_per_epoch
+
 
 def data_key(data_cfg, tokenizer: Tokenizer | None = None) -> tuple[str, dict]:
     """The key of the training data (``corpus_key``, or with ``data.corpora`` the mixture's)."""
     return mixture_key(data_cfg, tokenizer) if data_cfg.corpora else corpus_key(data_cfg, tokenizer)
 
 
-def training_data(data_cfg, max_tokens: int, run_dir: Path, key, tokenizer: Tokenizer | None) -> TrainingData:
+def training_data(
+    data_cfg, max_tokens: int, seed: int, run_dir: Path, key, tokenizer: Tokenizer | None
+) -> TrainingData:
     """Prepare ``data_cfg``'s training split (corpus key ``key``; with ``tokenizer``, a
     fine-tune's parent's, instead of training one), copy its tokenizer into ``run_dir`` and
     read the validation split. Under torchrun the main process prepares, the others wait.
     With ``data.tokenizer.sampling`` the pairs sample their segmentations every epoch
     (``seq2seq/data/sampling.py``)."""
     if data_cfg.corpora:
-        return _mixed_data(data_cfg, max_tokens, run_dir, key, tokenizer)
+        return _mixed_data(data_cfg, max_tokens, seed, run_dir, key, tokenizer)
     if tokenizer is not None and tokenizer.target_tags:
         raise UserError(
             "trainer.init_from: the parent translates into several languages (target tags); fine-tune it "
@@ -133,7 +142,9 @@ def _check_batches(batches: int, world: int) -> int:
     return batches
 
 
-def _mixed_data(data_cfg, max_tokens: int, run_dir: Path, key, tokenizer: Tokenizer | None) -> TrainingData:
+def _mixed_data(
+    data_cfg, max_tokens: int, seed: int, run_dir: Path, key, tokenizer: Tokenizer | None
+) -> TrainingData:
     """``training_data`` of ``data.corpora``: each corpus prepared with one tokenizer, joined
     (with ``data.tokenizer.sampling``, each keeping its text and sampled per epoch)."""
     main, world = distributed.is_main(), distributed.world_size()
@@ -150,12 +161,12 @@ def _mixed_data(data_cfg, max_tokens: int, run_dir: Path, key, tokenizer: Tokeni
         entry = data_cfg.corpora[name]
         log.info(
             "train: %s (%s-%s) %d pairs kept, %d longer than data.max_len=%d left out; %.1f%% of the "
-            "batches, %d an epoch",
+            "pairs, %d an epoch",
             name, entry.src_lang, entry.tgt_lang, corpus.meta["pairs"], corpus.meta["longer_than_max_len"],
             data_cfg.max_len, 100 * p, m,
         )  # fmt: skip
     _log_sampling(data_cfg)
-    batches = _check_batches(mixture.batches_per_epoch, world)
+    batches = _check_batches(mixture.count(seed, 0), world)
     valid = []
     for name in names:
         entry = data_cfg.corpora[name]

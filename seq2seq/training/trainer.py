@@ -156,7 +156,12 @@ class Trainer:
         """The prepared training pairs, the run's tokenizer and the validation lines
         (``training/data.py``)."""
         return training_data(
-            self.cfg.data, self.tcfg.max_tokens, self.run_dir, self.data_key, self.kept_tokenizer
+            self.cfg.data,
+            self.tcfg.max_tokens,
+            self.cfg.seed,
+            self.run_dir,
+            self.data_key,
+            self.kept_tokenizer,
         )
 
     def setup_model(self, tokenizer: Tokenizer) -> tuple[nn.Module, nn.Module, TorchTranslator]:
@@ -301,7 +306,7 @@ class Trainer:
         progress, the report, divergence, the epoch's end. ``began``: the perf_counter()
         time at which this step's time starts."""
         p = self.progress
-        self.schedule.spent = budget_fraction(p, self.tcfg, self.data.batches_per_epoch)  # for a linear decay
+        self.schedule.spent = budget_fraction(p, self.tcfg, self.epoch_length())  # for a linear decay
         stop = bool(self.stops.received)
         result = train_step(
             self.objective, batch.to(self.device), self.opt, self.device, self.precision, stop
@@ -338,8 +343,12 @@ class Trainer:
     def next_epoch_if_done(self) -> None:
         """Start the next epoch when fewer of this one's batches are left than processes."""
         p = self.progress
-        if p.batch_in_epoch + self.world > self.data.batches_per_epoch:
+        if p.batch_in_epoch + self.world > self.epoch_length():
             p.epoch, p.batch_in_epoch = p.epoch + 1, 0
+
+    def epoch_length(self) -> int:
+        """Batches of all processes in the current epoch (a mixture's epochs differ a little)."""
+        return self.data.batches_in(self.tcfg.max_tokens, self.cfg.seed, self.progress.epoch)
 
     def elapsed(self) -> float:
         """Seconds in the training loop, all runs of this directory; under ``trainer.max_time``
