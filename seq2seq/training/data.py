@@ -10,16 +10,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch.utils.data import DataLoader
 
 from seq2seq.checkpoints.format import TOKENIZER
 from seq2seq.data.batching import count_batches, token_batches
 from seq2seq.data.corpora import mixture_key, prepare_corpora
-from seq2seq.data.indexed import IndexedPairs
+from seq2seq.data.indexed import IndexedPairs, identity
 from seq2seq.data.mixture import MixedPairs, Mixture
 from seq2seq.data.preparation import corpus_key, open_prepared, prepare
 from seq2seq.data.reading import read_parallel
 from seq2seq.data.sampling import METHODS, SampledPairs
 from seq2seq.data.tokenizer import Tokenizer, open_tokenizer
+from seq2seq.data.workers import ignore_ctrl_c
 from seq2seq.errors import UserError
 from seq2seq.training import distributed
 
@@ -53,6 +56,22 @@ class TrainingData:
         if self.mixture is not None:
             return self.mixture.batches(seed, epoch)
         return token_batches(*self.lengths, max_tokens, seed, epoch)
+
+    def loader(
+        self, max_tokens: int, seed: int, epoch: int, start: int, num_workers: int, pin_memory: bool
+    ) -> DataLoader:
+        """This process's batches of ``epoch`` from batch ``start`` (of all processes) on,
+        collated ahead of the step by ``num_workers`` processes from the dataset of this epoch
+        (``for_epoch``: the pairs, or their segmentations sampled anew)."""
+        return DataLoader(
+            self.pairs.for_epoch(seed, epoch),
+            batch_sampler=distributed.shard(self.epoch_order(max_tokens, seed, epoch), start),
+            collate_fn=identity,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            generator=torch.Generator(),  # its seed draw must not touch the global random state
+            worker_init_fn=ignore_ctrl_c,
+        )
 
     def batches_in(self, max_tokens: int, seed: int, epoch: int) -> int:
         """How many batches ``epoch_order`` gives ``epoch``: the same every epoch, but for a

@@ -39,9 +39,7 @@ from torch.utils.data import DataLoader
 from seq2seq.checkpoints.checkpointer import Checkpointer, Saved
 from seq2seq.checkpoints.loading import load_weights, model_for_tokenizer
 from seq2seq.data.collate import Batch
-from seq2seq.data.indexed import identity
 from seq2seq.data.tokenizer import Tokenizer
-from seq2seq.data.workers import ignore_ctrl_c
 from seq2seq.device import output_rows_multiple, pick_device, pick_precision, set_threads
 from seq2seq.errors import UserError
 from seq2seq.inference.torch_engine import TorchTranslator
@@ -325,20 +323,10 @@ class Trainer:
         return result
 
     def epoch_batches(self) -> DataLoader:
-        """This process's batches of the current epoch that are not done yet, collated
-        ahead of the step by ``trainer.num_workers`` processes (pinned for CUDA) from the
-        dataset of this epoch (``for_epoch``: the pairs, or their segmentations sampled anew)."""
-        seed, epoch = self.cfg.seed, self.progress.epoch
-        order = self.data.epoch_order(self.tcfg.max_tokens, seed, epoch)
-        return DataLoader(
-            self.data.pairs.for_epoch(seed, epoch),
-            batch_sampler=distributed.shard(order, self.progress.batch_in_epoch),
-            collate_fn=identity,
-            num_workers=self.tcfg.num_workers,
-            pin_memory=self.device.type == "cuda",
-            generator=torch.Generator(),  # its seed draw must not touch the global random state
-            worker_init_fn=ignore_ctrl_c,
-        )
+        """This process's batches of the current epoch that are not done yet (``training/data.py``)."""
+        p, t = self.progress, self.tcfg
+        pin = self.device.type == "cuda"
+        return self.data.loader(t.max_tokens, self.cfg.seed, p.epoch, p.batch_in_epoch, t.num_workers, pin)
 
     def next_epoch_if_done(self) -> None:
         """Start the next epoch when fewer of this one's batches are left than processes."""
