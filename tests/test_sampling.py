@@ -76,6 +76,27 @@ def test_a_fresh_preparation_with_sampling_writes_the_same_text(folders, tiny_co
         assert (folder / TEXT / name).read_bytes() == (added / TEXT / name).read_bytes()
 
 
+def test_a_sampling_run_that_loses_the_race_to_prepare_gets_the_text(tiny_corpus, tmp_path, monkeypatch):
+    """Two runs started together (scripts/train_ensemble.py): the one without sampling renames
+    its folder into place first; the sampling one finds that folder without text and adds it."""
+    from seq2seq.data import preparation
+
+    cfg = data_config(tiny_corpus["train.de"], tiny_corpus["train.en"], tmp_path)
+    made = preparation._make
+
+    def first_the_other_run(data_cfg, folder, made_of, workers, tokenizer):
+        made(cfg, folder, made_of, 1, None)  # the run without sampling, done a moment before
+        assert not IndexedPairs(folder).has_text()
+        made(data_cfg, folder, made_of, workers, tokenizer)
+
+    monkeypatch.setattr(preparation, "_make", first_the_other_run)
+    sampling = data_config(
+        tiny_corpus["train.de"], tiny_corpus["train.en"], tmp_path, **{"tokenizer.sampling": True}
+    )
+    folder = prepare(sampling, workers=1)
+    assert IndexedPairs(folder).has_text() and len(sampled(folder)) == 300
+
+
 def test_bpe_dropout_of_0_is_sentencepieces_encoding(folders, tiny_corpus):
     """BPE-dropout merges as SentencePiece's BPE does: with no merge dropped, its ids are
     ``encode``'s, for every training and test line, and for unknown characters (bytes)."""

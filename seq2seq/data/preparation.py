@@ -318,11 +318,17 @@ def prepare(
     key, made_of = key or corpus_key(data_cfg, tokenizer)
     folder = cache_folder(data_cfg, key)
     workers = workers or data_cfg.num_workers or os.cpu_count() or 1
-    if (folder / "meta.json").is_file():
-        if keeps_text(data_cfg) and not IndexedPairs(folder).has_text():
-            add_text(data_cfg, folder, workers)
-        return folder
-    cache_dir = folder.parent
+    if not (folder / "meta.json").is_file():
+        _make(data_cfg, folder, made_of, workers, tokenizer)
+    # Found, or made by another process at the same time, without the text this run samples from
+    if keeps_text(data_cfg) and not IndexedPairs(folder).has_text():
+        add_text(data_cfg, folder, workers)
+    return folder
+
+
+def _make(data_cfg, folder: Path, made_of: dict, workers: int, tokenizer: Tokenizer | None) -> None:
+    """Build the prepared ``folder`` in a temporary folder beside it and rename it into place."""
+    cache_dir, key = folder.parent, folder.name
     cache_dir.mkdir(parents=True, exist_ok=True)
     _clear_stale(cache_dir, key)
     tmp = cache_dir / f"{key}.tmp-{os.getpid()}"
@@ -347,7 +353,6 @@ def prepare(
         data_cfg.max_len,
         time.time() - start,
     )
-    return folder
 
 
 def _build(data_cfg, tmp: Path, workers: int, given: Tokenizer | None = None) -> dict:

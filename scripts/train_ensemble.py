@@ -1,0 +1,139 @@
+"""Train the members of an ensemble side by side, one CPU core each, in one time budget.
+
+    python scripts/train_ensemble.py out=DIR [members=default,sampling] [seconds=3480] \\
+        [last=3] [seed=1] [key=value ...]
+
+A machine with two cores trains two one-thread runs in the time one run takes with both
+threads, at nearly the same steps each (docs/RECIPES.md): their ensemble is the better use of
+the hour. Three stages, each a plain seq2seq command, so every one can be rerun by hand:
+
+1. One ``seq2seq.train`` per member, all at once, into ``DIR/NAME``: member ``i`` is pinned to
+   the ``i``-th core this process may use, with ``seed+i`` and the cores divided among the
+   members as ``trainer.num_threads`` (unless given). ``default`` is the default recipe;
+   ``sampling`` adds subword sampling (``data.tokenizer.sampling=true``), which changes the
+   training segmentations only, so the members share one tokenizer, as an ensemble must.
+2. ``seq2seq.average`` of each member's last ``last`` step checkpoints.
+3. ``seq2seq.evaluate`` of the ensemble of the averages on the validation split: the test
+   split is for the recipe chosen on it, and the script prints the command that scores it.
+
+Every other ``key=value`` goes to every member (``+model=transformer`` unless ``+model=NAME``
+is given). The budget is each member's ``trainer.max_time``; the script prints its wall time,
+start-ups, averaging and evaluation included.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+MEMBERS = {"default": [], "sampling": ["data.tokenizer.sampling=true"]}
+DEFAULTS = {"members": "default,sampling", "seconds": "3480", "last": "3", "seed": "1"}
+
+
+def fail(message: str) -> None:
+    """A mistake in the script's arguments: one line, exit 2 (as the seq2seq commands do)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def parse(argv: list[str]) -> tuple[dict, list[str]]:
+    """The script's own settings (checked) and the overrides passed on to every member."""
+    own, overrides = dict(DEFAULTS), []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep:
+            fail(f"{arg!r}: arguments are key=value (see the docstring of {__file__})")
+        if key in own or key == "out":
+            own[key] = value
+        else:
+            overrides.append(arg)
+    if "out" not in own:
+        fail("out= is required: the folder for the members' runs")
+    names = own["members"].split(",")
+    unknown = [name for name in names if name not in MEMBERS]
+    if unknown or len(set(names)) != len(names) or len(names) < 2:
+        fail(f"members={own['members']}: two or more different names of {', '.join(MEMBERS)}")
+    try:
+        settings = {"seconds": float(own["seconds"]), "last": int(own["last"]), "seed": int(own["seed"])}
+    except ValueError:
+        fail(f"seconds={own['seconds']} last={own['last']} seed={own['seed']}: all are numbers")
+    if settings["seconds"] <= 0 or settings["last"] < 1:
+        fail(f"seconds={own['seconds']} last={own['last']}: a positive budget, at least 1 checkpoint")
+    if not any(arg.startswith("+model=") for arg in overrides):
+        overrides.insert(0, "+model=transformer")
+    return {"out": Path(own["out"]), "members": names, **settings}, overrides
+
+
+def cores() -> list[int]:
+    """The cores this process may run on, in order (one per core where affinity is unknown)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def train_members(own: dict, overrides: list[str]) -> None:
+    """Start every member's training at once, each on its own core; wait for all of them.
+
+    A member that fails stops the others, and the script exits with its status."""
+    available = cores()
+    threads = max(1, len(available) // len(own["members"]))
+    procs = []
+    for i, name in enumerate(own["members"]):
+        args = ["-m", "seq2seq.train", *overrides, *MEMBERS[name], f"seed={own['seed'] + i}",
+                f"trainer.max_time={own['seconds']:.0f}", f"hydra.run.dir={own['out'] / name}"]  # fmt: skip
+        if not any(arg.startswith("trainer.num_threads=") for arg in overrides):
+            args.append(f"trainer.num_threads={threads}")
+        core = available[i % len(available)]
+        pin = (lambda c=core: os.sched_setaffinity(0, {c})) if hasattr(os, "sched_setaffinity") else None
+        print(f"$ python {' '.join(args)}   # core {core}", flush=True)
+        procs.append(subprocess.Popen([sys.executable, *args], preexec_fn=pin))
+    while procs:
+        for proc in list(procs):
+            status = proc.poll()
+            if status is None:
+                continue
+            procs.remove(proc)
+            if status:
+                for other in procs:
+                    other.terminate()
+                for other in procs:
+                    other.wait()
+                sys.exit(status)
+        time.sleep(1)
+
+
+def run(args: list[str]) -> None:
+    """Run one seq2seq command; its failure ends the script with its exit status."""
+    print("$", " ".join(["python", *args]), flush=True)
+    status = subprocess.call([sys.executable, *args])
+    if status:
+        sys.exit(status)
+
+
+def main() -> None:
+    own, overrides = parse(sys.argv[1:])
+    start = time.monotonic()
+    train_members(own, overrides)
+    averages = []
+    for name in own["members"]:
+        checkpoints = own["out"] / name / "checkpoints"
+        run(["-m", "seq2seq.average", f"checkpoints={checkpoints}", f"last={own['last']}"])
+        averages.append(str(checkpoints / f"average_last{own['last']}.pt"))
+    ensemble = f"checkpoint={','.join(averages)}"
+
+    from omegaconf import OmegaConf  # hydra's, installed with seq2seq
+
+    valid = OmegaConf.load(own["out"] / own["members"][0] / "config.yaml").data.get("valid")
+    if valid:  # a mixture of corpora validates per corpus: score each direction by hand
+        output = own["out"] / "ensemble_valid"
+        run(["-m", "seq2seq.evaluate", ensemble, f"src={valid.src}", f"ref={valid.tgt}", f"output={output}"])
+    wall = time.monotonic() - start
+    print(f"done in {wall:.0f} s of wall time; the test split, once the recipe is chosen:", flush=True)
+    print(f"python -m seq2seq.evaluate {ensemble}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
