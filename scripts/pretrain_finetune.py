@@ -22,10 +22,11 @@ given).
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from stages import fail, run, split_args
 
 DEFAULTS = {
     "seconds": "3480",
@@ -35,36 +36,9 @@ DEFAULTS = {
 }
 
 
-def fail(message: str) -> None:
-    """A mistake in the script's arguments: one line, exit 2 (as the seq2seq commands do)."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def parse(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     """The script's own ``key=value`` settings and the overrides passed on to training."""
-    own, overrides = dict(DEFAULTS), []
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep:
-            fail(f"{arg!r}: arguments are key=value (see the docstring of {__file__})")
-        if key in own or key == "out":
-            own[key] = value
-        else:
-            overrides.append(arg)
-    if "out" not in own:
-        fail("out= is required: the folder for the two runs")
-    if not any(arg.startswith("+model=") for arg in overrides):
-        overrides.insert(0, "+model=transformer")
-    return own, overrides
-
-
-def run(args: list[str]) -> None:
-    """Run one seq2seq command; its failure ends the script with its exit status."""
-    print("$", " ".join(["python", *args]), flush=True)
-    status = subprocess.call([sys.executable, *args])
-    if status:
-        sys.exit(status)
+    return split_args(argv, DEFAULTS, "the folder for the two runs")
 
 
 def main() -> None:

@@ -29,29 +29,15 @@ import sys
 import time
 from pathlib import Path
 
+from stages import fail, run, split_args
+
 MEMBERS = {"default": [], "sampling": ["data.tokenizer.sampling=true"]}
 DEFAULTS = {"members": "default,sampling", "seconds": "3480", "last": "3", "seed": "1"}
 
 
-def fail(message: str) -> None:
-    """A mistake in the script's arguments: one line, exit 2 (as the seq2seq commands do)."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def parse(argv: list[str]) -> tuple[dict, list[str]]:
     """The script's own settings (checked) and the overrides passed on to every member."""
-    own, overrides = dict(DEFAULTS), []
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep:
-            fail(f"{arg!r}: arguments are key=value (see the docstring of {__file__})")
-        if key in own or key == "out":
-            own[key] = value
-        else:
-            overrides.append(arg)
-    if "out" not in own:
-        fail("out= is required: the folder for the members' runs")
+    own, overrides = split_args(argv, DEFAULTS, "the folder for the members' runs")
     names = own["members"].split(",")
     unknown = [name for name in names if name not in MEMBERS]
     if unknown or len(set(names)) != len(names) or len(names) < 2:
@@ -62,8 +48,6 @@ def parse(argv: list[str]) -> tuple[dict, list[str]]:
         fail(f"seconds={own['seconds']} last={own['last']} seed={own['seed']}: all are numbers")
     if settings["seconds"] <= 0 or settings["last"] < 1:
         fail(f"seconds={own['seconds']} last={own['last']}: a positive budget, at least 1 checkpoint")
-    if not any(arg.startswith("+model=") for arg in overrides):
-        overrides.insert(0, "+model=transformer")
     return {"out": Path(own["out"]), "members": names, **settings}, overrides
 
 
@@ -103,14 +87,6 @@ def train_members(own: dict, overrides: list[str]) -> None:
                     other.wait()
                 sys.exit(status)
         time.sleep(1)
-
-
-def run(args: list[str]) -> None:
-    """Run one seq2seq command; its failure ends the script with its exit status."""
-    print("$", " ".join(["python", *args]), flush=True)
-    status = subprocess.call([sys.executable, *args])
-    if status:
-        sys.exit(status)
 
 
 def main() -> None:
