@@ -13,16 +13,19 @@ the hour. Three stages, each a plain seq2seq command, so every one can be rerun 
    ``sampling`` adds subword sampling (``data.tokenizer.sampling=true``), which changes the
    training segmentations only, so the members share one tokenizer, as an ensemble must.
 2. ``seq2seq.average`` of each member's last ``last`` step checkpoints.
-3. ``seq2seq.evaluate`` of the ensemble of the averages on the validation split: the test
-   split is for the recipe chosen on it, and the script prints the command that scores it.
+3. ``seq2seq.evaluate`` on the validation split of three ensembles: of the members' averages,
+   of their ``best.pt``, and of both (two checkpoints a member). The best of them on validation
+   is the recipe's; the script prints the command that scores it on the test split, which is
+   read once, for the ensemble chosen.
 
 Every other ``key=value`` goes to every member (``+model=transformer`` unless ``+model=NAME``
 is given). The budget is each member's ``trainer.max_time``; the script prints its wall time,
-start-ups, averaging and evaluation included.
+start-ups, averaging and the validation of the three included.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -89,26 +92,43 @@ def train_members(own: dict, overrides: list[str]) -> None:
         time.sleep(1)
 
 
+def choose(out: Path, config: Path, ensembles: dict[str, list[str]]) -> str:
+    """Score each ensemble on the validation split of a member's ``config`` into ``out``; the
+    name of the best.
+
+    A mixture of corpora (``data.corpora``) validates per direction: then no choice is made,
+    and the ensemble of the averages is the recipe's."""
+    from omegaconf import OmegaConf  # hydra's, installed with seq2seq
+
+    valid = OmegaConf.load(config).data.get("valid")
+    if not valid:
+        return "averages"
+    bleu = {}
+    for name, checkpoints in ensembles.items():
+        output = out / f"valid_{name}"
+        run(["-m", "seq2seq.evaluate", f"checkpoint={','.join(checkpoints)}", f"src={valid.src}",
+             f"ref={valid.tgt}", f"output={output}"])  # fmt: skip
+        bleu[name] = json.loads(next(output.glob("*.metrics.json")).read_text())["bleu"]
+    print("validation BLEU:", ", ".join(f"{name} {score}" for name, score in bleu.items()), flush=True)
+    return max(bleu, key=bleu.get)
+
+
 def main() -> None:
     own, overrides = parse(sys.argv[1:])
     start = time.monotonic()
     train_members(own, overrides)
-    averages = []
+    ensembles = {"averages": [], "best": [], "both": []}
     for name in own["members"]:
         checkpoints = own["out"] / name / "checkpoints"
         run(["-m", "seq2seq.average", f"checkpoints={checkpoints}", f"last={own['last']}"])
-        averages.append(str(checkpoints / f"average_last{own['last']}.pt"))
-    ensemble = f"checkpoint={','.join(averages)}"
-
-    from omegaconf import OmegaConf  # hydra's, installed with seq2seq
-
-    valid = OmegaConf.load(own["out"] / own["members"][0] / "config.yaml").data.get("valid")
-    if valid:  # a mixture of corpora validates per corpus: score each direction by hand
-        output = own["out"] / "ensemble_valid"
-        run(["-m", "seq2seq.evaluate", ensemble, f"src={valid.src}", f"ref={valid.tgt}", f"output={output}"])
+        average, best = str(checkpoints / f"average_last{own['last']}.pt"), str(checkpoints / "best.pt")
+        ensembles["averages"].append(average)
+        ensembles["best"].append(best)
+        ensembles["both"] += [best, average]
+    chosen = choose(own["out"], own["out"] / own["members"][0] / "config.yaml", ensembles)
     wall = time.monotonic() - start
-    print(f"done in {wall:.0f} s of wall time; the test split, once the recipe is chosen:", flush=True)
-    print(f"python -m seq2seq.evaluate {ensemble}", flush=True)
+    print(f"done in {wall:.0f} s of wall time; the chosen ensemble ({chosen}) on the test split:", flush=True)
+    print(f"python -m seq2seq.evaluate checkpoint={','.join(ensembles[chosen])}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """scripts/train_ensemble.py: the members trained side by side, each pinned to a core with its
-own seed, their averages, and the ensemble scored on the validation split."""
+own seed, their averages, and the ensemble chosen on the validation split."""
 
 from __future__ import annotations
 
@@ -52,9 +52,16 @@ def test_two_members_train_at_once_and_their_ensemble_is_scored(tiny_corpus, tmp
         assert cfg.trainer.max_time == 600
         assert (out / name / "checkpoints" / "average_last2.pt").is_file()
     assert seeds == {"default": 5, "sampling": 6}
-    metrics = json.loads(next((out / "ensemble_valid").glob("*.metrics.json")).read_text())
-    assert metrics["checkpoint"].count(",") == 1 and metrics["src"] == str(tiny_corpus["valid.de"])
-    assert "python -m seq2seq.evaluate checkpoint=" in proc.stdout.splitlines()[-1]
+    scored = {}
+    for name, checkpoints in (("averages", 2), ("best", 2), ("both", 4)):
+        metrics = json.loads(next((out / f"valid_{name}").glob("*.metrics.json")).read_text())
+        assert metrics["checkpoint"].count(",") == checkpoints - 1
+        assert metrics["src"] == str(tiny_corpus["valid.de"])
+        scored[name] = metrics
+    chosen = max(scored, key=lambda name: scored[name]["bleu"])
+    assert f"({chosen})" in proc.stdout
+    test_command = f"python -m seq2seq.evaluate checkpoint={scored[chosen]['checkpoint']}"
+    assert proc.stdout.splitlines()[-1] == test_command
 
 
 def test_a_failing_member_stops_the_others(tiny_corpus, tmp_path):
