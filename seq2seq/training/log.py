@@ -99,7 +99,7 @@ class TrainingLog:
             result.loss,
             result.ppl,
             result.bleu,
-            f" (mean of {len(directions)} directions{each})" if directions else "",
+            f" (mean of {len(directions)} directions{each})" if len(directions) > 1 else "",
             " (best)" if improved else f" (best {best_bleu:.2f})",
         )
 
