@@ -3,9 +3,10 @@
     python scripts/train_ensemble.py out=DIR [members=default,sampling] [seconds=3480] \\
         [last=3] [seed=1] [key=value ...]
 
-A machine with two cores trains two one-thread runs in the time one run takes with both
-threads, at nearly the same steps each (docs/RECIPES.md): their ensemble is the better use of
-the hour. Three stages, each a plain seq2seq command, so every one can be rerun by hand:
+On a CPU, a second thread speeds one training up far less than twice, so two one-thread runs
+side by side, ensembled, are the better use of two cores: in an hour, 43.43 test BLEU against
+42.09 for one of them alone (docs/RECIPES.md). Three stages, each a plain seq2seq command, so
+every one can be rerun by hand:
 
 1. One ``seq2seq.train`` per member, all at once, into ``DIR/NAME``: member ``i`` is pinned to
    the ``i``-th core this process may use, with ``seed+i`` and the cores divided among the
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -64,32 +66,43 @@ def cores() -> list[int]:
 def train_members(own: dict, overrides: list[str]) -> None:
     """Start every member's training at once, each on its own core; wait for all of them.
 
-    A member that fails stops the others, and the script exits with its status."""
+    A member that fails stops the others, and the script exits with its status; so does
+    Ctrl-C or SIGTERM to the script (each member saves its ``last.pt`` as it stops)."""
     available = cores()
     threads = max(1, len(available) // len(own["members"]))
     procs = []
-    for i, name in enumerate(own["members"]):
-        args = ["-m", "seq2seq.train", *overrides, *MEMBERS[name], f"seed={own['seed'] + i}",
-                f"trainer.max_time={own['seconds']:.0f}", f"hydra.run.dir={own['out'] / name}"]  # fmt: skip
-        if not any(arg.startswith("trainer.num_threads=") for arg in overrides):
-            args.append(f"trainer.num_threads={threads}")
-        core = available[i % len(available)]
-        pin = (lambda c=core: os.sched_setaffinity(0, {c})) if hasattr(os, "sched_setaffinity") else None
-        print(f"$ python {' '.join(args)}   # core {core}", flush=True)
-        procs.append(subprocess.Popen([sys.executable, *args], preexec_fn=pin))
-    while procs:
-        for proc in list(procs):
-            status = proc.poll()
-            if status is None:
-                continue
-            procs.remove(proc)
-            if status:
-                for other in procs:
-                    other.terminate()
-                for other in procs:
-                    other.wait()
-                sys.exit(status)
-        time.sleep(1)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        for i, name in enumerate(own["members"]):
+            budget, folder = f"trainer.max_time={own['seconds']:.0f}", f"hydra.run.dir={own['out'] / name}"
+            args = [
+                "-m",
+                "seq2seq.train",
+                *overrides,
+                *MEMBERS[name],
+                f"seed={own['seed'] + i}",
+                budget,
+                folder,
+            ]
+            if not any(arg.startswith("trainer.num_threads=") for arg in overrides):
+                args.append(f"trainer.num_threads={threads}")
+            core = available[i % len(available)]
+            pin = (lambda c=core: os.sched_setaffinity(0, {c})) if hasattr(os, "sched_setaffinity") else None
+            print(f"$ python {' '.join(args)}   # core {core}", flush=True)
+            procs.append(subprocess.Popen([sys.executable, *args], preexec_fn=pin))
+        while procs:
+            for proc in list(procs):
+                status = proc.poll()
+                if status is not None:
+                    procs.remove(proc)
+                if status:  # a member killed by signal N returns -N: exit as a shell would, 128 + N
+                    sys.exit(status if status > 0 else 128 - status)
+            time.sleep(1)
+    finally:  # the members still training, when one failed or the script was stopped
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait()
 
 
 def choose(out: Path, config: Path, ensembles: dict[str, list[str]]) -> str:
@@ -100,9 +113,11 @@ def choose(out: Path, config: Path, ensembles: dict[str, list[str]]) -> str:
     and the ensemble of the averages is the recipe's."""
     from omegaconf import OmegaConf  # hydra's, installed with seq2seq
 
-    valid = OmegaConf.load(config).data.get("valid")
-    if not valid:
+    data = OmegaConf.load(config).data
+    if data.get("corpora"):
+        print("data.corpora: score each direction of the ensemble with tgt_lang=, src=, ref=", flush=True)
         return "averages"
+    valid = data.valid
     bleu = {}
     for name, checkpoints in ensembles.items():
         output = out / f"valid_{name}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,21 @@ def test_a_failing_member_stops_the_others(tiny_corpus, tmp_path):
     assert proc.returncode == 2 and "char" in proc.stderr, proc.stderr
     assert "seq2seq.average" not in proc.stdout
     assert not list(out.glob("*/checkpoints/average_*.pt"))
+
+
+def test_sigterm_to_the_script_stops_every_member(tiny_corpus, tmp_path):
+    out = tmp_path / "run"
+    overrides = [*tiny_overrides(tiny_corpus), "trainer.max_steps=0", "trainer.eval_every=1000"]
+    args = [sys.executable, str(SCRIPTS / "train_ensemble.py"), f"out={out}", "seconds=600", *overrides]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    logs = [out / name / "train.log" for name in ("default", "sampling")]
+    for _ in range(600):  # until both members train (a guard of 60 s, not a measurement)
+        if all(log.is_file() and "step 1 " in log.read_text() for log in logs):
+            break
+        time.sleep(0.1)
+    proc.terminate()
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    for log in logs:
+        assert "SIGTERM" in log.read_text()
+        assert (log.parent / "checkpoints" / "last.pt").is_file()
