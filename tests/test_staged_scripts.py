@@ -80,9 +80,12 @@ def test_two_members_train_at_once_and_their_ensemble_is_scored(tiny_corpus, tmp
         "seed=5",
         "last=2",
         *tiny_overrides(tiny_corpus),
+        "default.model.dropout=0.35",  # one member's own setting
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
+    assert OmegaConf.load(out / "default" / "config.yaml").model.dropout == 0.35
+    assert OmegaConf.load(out / "sampling" / "config.yaml").model.dropout != 0.35
     seeds = {}
     for name in ("default", "sampling"):
         cfg = OmegaConf.load(out / name / "config.yaml")
