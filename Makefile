@@ -21,12 +21,13 @@ $(STAMP): pyproject.toml
 train: install
 	$(BIN)/python -m seq2seq.train +model=transformer $(ARGS)
 
+# One pytest-xdist worker per core, each test file on one worker (its fixtures made once).
 test: install
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n auto --dist loadfile $(ARGS)
 
 # The tests not marked slow: no training, no wheel, no command-line processes.
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+	$(BIN)/python -m pytest -n auto --dist loadfile -m "not slow" $(ARGS)
 
 lint: install
 	$(BIN)/ruff check seq2seq tests scripts

@@ -15,6 +15,16 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "data" / "multi30k"
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (``make test`` runs one worker per core), each worker computes with its
+    share of the cores, so that the workers' threads do not contend for them."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
+
+
 def head(path: Path, n: int) -> list[str]:
     with gzip.open(path, "rt", encoding="utf-8") as f:
         return [next(f) for _ in range(n)]
