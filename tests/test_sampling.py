@@ -6,6 +6,8 @@ the config's errors."""
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ import torch
 from omegaconf import OmegaConf
 
 from seq2seq.config import compose, help_text
+from seq2seq.data.batching import token_batches
 from seq2seq.data.indexed import TEXT, IndexedPairs, identity
 from seq2seq.data.preparation import open_prepared, prepare
 from seq2seq.data.reading import read_lines
@@ -23,7 +26,7 @@ from seq2seq.special import EOS_ID
 from seq2seq.training.parent import check_parent
 from seq2seq.training.trainer import Trainer
 
-from .conftest import compose_train, tiny_overrides
+from .conftest import ROOT, compose_train, tiny_overrides
 from .test_data import data_config
 from .test_finetune import parent_of
 
@@ -239,3 +242,21 @@ def test_help_lists_the_sampling_keys():
     for key in ("data.tokenizer.sampling=False", "data.tokenizer.alpha=0.1", "data.tokenizer.nbest_size=64"):
         assert key in text
     assert "[in (0, 1]]" in text.split("data.tokenizer.alpha=0.1")[1].splitlines()[0]
+
+
+@pytest.mark.parametrize("model_type", ["unigram", "bpe"])
+def test_bench_sampling_counts_the_tokens_and_the_padding_of_both_segmentations(folders, model_type):
+    folder = folders[model_type][0]
+    script = ROOT / "scripts" / "bench_sampling.py"
+    args = [f"--folder={folder}", f"--model-type={model_type}", "--max-tokens=600", "--batches=5"]
+    out = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    rows = {line.split(" | ")[0][2:]: line for line in out.stdout.splitlines() if line.startswith("| ")}
+    plain = [int(x) for x in rows["deterministic"].split(" | ")[1:5]]
+    pairs = sampled(folder, model_type)
+    batches = token_batches(pairs.lengths("src"), pairs.lengths("tgt"), 600, 1, 0)[:5]
+    rows_ = np.concatenate(batches)
+    assert plain[0] == sum(len(pairs.ids("src", i)) for i in rows_)  # sources end in EOS already
+    assert plain[2] == sum(len(pairs.ids("tgt", i)) + 1 for i in rows_)  # tgt_out: the ids and EOS
+    assert all(padded >= tokens for tokens, padded in zip(plain[::2], plain[1::2], strict=True))
+    assert "sampled /" in out.stdout and "pairs/s" in out.stdout
