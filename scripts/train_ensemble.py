@@ -49,13 +49,12 @@ def parse(argv: list[str]) -> tuple[dict, list[str]]:
     unknown = [name for name in names if name not in MEMBERS]
     if unknown or len(set(names)) != len(names) or len(names) < 2:
         fail(f"members={own['members']}: two or more different names of {', '.join(MEMBERS)}")
-    extra: dict[str, list[str]] = {name: list(MEMBERS[name]) for name in names}
+    extra = {name: list(MEMBERS[name]) for name in names}
     for arg in list(overrides):
-        member, dot, rest = arg.lstrip("+~").partition(".")
-        if dot and member in MEMBERS:
-            if member not in names:
-                fail(f"{arg}: {member} is not one of members={own['members']}")
-            extra[member].append(arg[: len(arg) - len(arg.lstrip("+~"))] + rest)
+        prefix = arg[: len(arg) - len(arg.lstrip("+~"))]  # Hydra's + or ~ stays in front
+        member, dot, rest = arg[len(prefix) :].partition(".")
+        if dot and member in extra:
+            extra[member].append(prefix + rest)
             overrides.remove(arg)
     try:
         settings = {"seconds": float(own["seconds"]), "last": int(own["last"]), "seed": int(own["seed"])}
